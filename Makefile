@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   creates .venv, installs dpal, trains a DP model on MNIST, prints accuracy and ε
+#   make test   creates .venv if needed, runs ruff, mypy and pytest
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The offline copy of the datasets beside the project (see ../shared/datasets/README.md).
+export DPAL_DATA ?= $(abspath ../shared/datasets)
+
+.PHONY: demo test lint typecheck bench clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+# torch and torchvision are pinned first and separately: they install from local disk here,
+# and nothing later may replace them with a different (multi-GB) build.
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/dpal train --dataset mnist-offline --epsilon 3.0 --epochs 3 --batch-size 1024 \
+	    --lr 1.0 --out runs/demo-$$(date +%Y%m%d-%H%M%S)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/dpsgd_throughput.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

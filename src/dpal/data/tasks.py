@@ -1,0 +1,195 @@
+"""Named tasks: which images are private (trained on with DP), which are a public pool, which test.
+
+``mnist-offline`` is the protocol of ``../shared/datasets/README.md`` for machines without QMNIST:
+private = the first 40,000 MNIST training images, public pool = the last 20,000 (labels hidden
+until bought), test = the MNIST test set. ``mnist-qmnist`` is the paper's: private = all of
+MNIST's training set, public pool = QMNIST's 50,000 reconstructed test digits.
+
+A user's own data is ``npz:PATH`` (a file, or a folder with ``train.npz`` and optionally
+``test.npz`` and ``public.npz``) or ``folder:PATH`` (class sub-folders, or ``train/``, ``test/``
+and ``public/`` each with class sub-folders).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from dpal.data.arrays import ImageArrays, load_npz
+from dpal.data.registry import load_split
+from dpal.errors import DpalError
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    private: ImageArrays
+    test: ImageArrays | None
+    public: ImageArrays | None = None
+    validation: ImageArrays | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return self.private.num_classes
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.private.image_shape
+
+    def hold_out(self, n: int) -> Task:
+        """Move the last ``n`` private images into ``validation`` (for tuning; not trained on).
+
+        The held-out images are private too: tuning on them is not privacy-accounted, and this
+        is said wherever such numbers are reported.
+        """
+        if n <= 0:
+            return self
+        if n >= len(self.private):
+            raise DpalError(f"cannot hold out {n} of {len(self.private)} private images.")
+        keep = len(self.private) - n
+        return replace(
+            self,
+            private=self.private.subset(slice(0, keep)),
+            validation=self.private.subset(slice(keep, None), name=f"{self.name}/validation"),
+        )
+
+
+def _builtin(
+    dataset: str,
+    private: str,
+    test: str,
+    public: str | None,
+    private_slice: slice = slice(None),
+    public_slice: slice = slice(None),
+    public_from: str | None = None,
+) -> Callable[..., Task]:
+    def load(name: str, data_dir: str | None, download: bool) -> Task:
+        train = load_split(dataset, private, data_dir=data_dir, download=download)
+        pool = None
+        if public is not None:
+            source = public_from or dataset
+            pool = load_split(source, public, data_dir=data_dir, download=download)
+            pool = pool.subset(public_slice, name=f"{name}/public")
+        return Task(
+            name=name,
+            private=train.subset(private_slice, name=f"{name}/private"),
+            test=load_split(dataset, test, data_dir=data_dir, download=download),
+            public=pool,
+        )
+
+    return load
+
+
+TASKS: dict[str, Callable[..., Task]] = {
+    "mnist": _builtin("mnist", "train", "test", None),
+    "mnist-offline": _builtin(
+        "mnist",
+        "train",
+        "test",
+        "train",
+        private_slice=slice(0, 40_000),
+        public_slice=slice(40_000, None),
+    ),
+    "mnist-qmnist": _builtin("mnist", "train", "test", "test50k", public_from="qmnist"),
+    "svhn": _builtin("svhn", "train", "test", "extra"),
+    "cifar10": _builtin("cifar10", "train", "test", None),
+}
+
+
+def load_task(
+    spec: str, *, data_dir: str | os.PathLike[str] | None = None, download: bool = True
+) -> Task:
+    """A task by name (``TASKS``) or the user's own data (``npz:PATH`` / ``folder:PATH``)."""
+    if spec.startswith("npz:"):
+        return _npz_task(Path(spec[4:]))
+    if spec.startswith("folder:"):
+        return _folder_task(Path(spec[7:]))
+    if spec not in TASKS:
+        raise DpalError(
+            f"unknown dataset {spec!r}; choose one of {', '.join(TASKS)}, or give your own data "
+            "as npz:PATH (x uint8 N×H×W[×C], y labels) or folder:PATH (class sub-folders)."
+        )
+    return TASKS[spec](spec, str(data_dir) if data_dir else None, download)
+
+
+def _npz_task(path: Path) -> Task:
+    if path.is_file():
+        return Task(name=f"npz:{path}", private=load_npz(str(path)), test=None)
+    if not path.is_dir():
+        raise DpalError(f"npz:{path}: no such file or folder.")
+    if not (path / "train.npz").exists():
+        raise DpalError(
+            f"npz:{path}: a dataset folder needs train.npz (and optionally "
+            "test.npz, public.npz) inside it."
+        )
+    private = load_npz(str(path / "train.npz"))
+    k = private.num_classes
+
+    def optional(split: str) -> ImageArrays | None:
+        f = path / f"{split}.npz"
+        return load_npz(str(f), num_classes=k) if f.exists() else None
+
+    return _checked(Task(f"npz:{path}", private, optional("test"), optional("public")))
+
+
+def _folder_task(path: Path) -> Task:
+    if not path.is_dir():
+        raise DpalError(f"folder:{path}: no such folder.")
+    if (path / "train").is_dir():
+        private, classes = _read_image_folder(path / "train")
+
+        def optional(split: str) -> ImageArrays | None:
+            d = path / split
+            return _read_image_folder(d, classes)[0] if d.is_dir() else None
+
+        task = Task(f"folder:{path}", private, optional("test"), optional("public"))
+    else:
+        task = Task(f"folder:{path}", _read_image_folder(path)[0], None)
+    return _checked(task)
+
+
+def _checked(task: Task) -> Task:
+    for part in (task.test, task.public):
+        if part is not None and part.image_shape != task.private.image_shape:
+            raise DpalError(
+                f"{part.name}: images are {part.image_shape} (c, h, w) but the training images are "
+                f"{task.private.image_shape}; resize them to match."
+            )
+    return task
+
+
+def _read_image_folder(
+    root: Path, classes: list[str] | None = None
+) -> tuple[ImageArrays, list[str]]:
+    """Class sub-folders → uint8 arrays (via torchvision's ImageFolder). All images one size."""
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    try:
+        folder = ImageFolder(str(root))
+    except (FileNotFoundError, RuntimeError) as err:
+        raise DpalError(
+            f"folder:{root}: {err}; expected one sub-folder of images per class."
+        ) from err
+    if classes is not None and folder.classes != classes:
+        raise DpalError(f"{root}: class folders {folder.classes} differ from training's {classes}.")
+    images, labels = [], []
+    for file, label in folder.samples:
+        with Image.open(file) as img:
+            gray = img.mode in ("L", "1", "I", "I;16")
+            images.append(np.asarray(img.convert("L" if gray else "RGB"), dtype=np.uint8))
+        labels.append(label)
+    shapes = {a.shape for a in images}
+    if len(shapes) > 1:
+        raise DpalError(
+            f"{root}: images have different sizes or channels {sorted(shapes)}; resize them "
+            "to one size (e.g. 28×28 or 32×32) first."
+        )
+    arrays = ImageArrays.create(
+        np.stack(images), np.asarray(labels), num_classes=len(folder.classes), name=str(root)
+    )
+    return arrays, folder.classes

@@ -1,0 +1,21 @@
+"""Models by name, so a checkpoint can record how to rebuild its network."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from dpal.errors import DpalError
+from dpal.models.cnn import TFPrivacyCNN
+
+MODELS: dict[str, Callable[[tuple[int, int, int], int], nn.Module]] = {
+    "cnn-tanh": lambda shape, k: TFPrivacyCNN(shape, k, activation="tanh"),
+    "cnn-relu": lambda shape, k: TFPrivacyCNN(shape, k, activation="relu"),
+}
+
+
+def build_model(name: str, image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    if name not in MODELS:
+        raise DpalError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}.")
+    return MODELS[name](image_shape, num_classes)

@@ -1,0 +1,85 @@
+"""Training configuration: one frozen object from which the sampler, the noise and the ledger's
+DP-SGD event are all built, so they cannot drift apart."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from dpal.errors import DpalError
+from dpal.privacy.accounting import check_delta, check_epsilon
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """``batch_size`` is the *expected* batch size q·N of Poisson sampling when ``private``.
+
+    Give exactly one of ``epsilon`` (σ is calibrated so the whole run has ε ≤ epsilon at
+    ``delta``, PLD accountant) and ``noise_multiplier``; neither when ``private`` is False.
+    """
+
+    dataset: str = "mnist"
+    model: str = "cnn-tanh"
+    epochs: int = 60
+    batch_size: int = 512
+    lr: float = 0.5
+    momentum: float = 0.0
+    lr_schedule: str = "constant"
+    clip: float = 1.0
+    epsilon: float | None = None
+    noise_multiplier: float | None = None
+    delta: float = 1e-5
+    private: bool = True
+    ema: float = 0.0
+    holdout: int = 0
+    seed: int = 0
+    engine: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0:
+            raise DpalError(f"--epochs must be ≥ 1, got {self.epochs}.")
+        if self.batch_size <= 0:
+            raise DpalError(f"--batch-size must be ≥ 1, got {self.batch_size}.")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise DpalError(f"--lr must be a positive number, got {self.lr}.")
+        if not 0 <= self.momentum < 1:
+            raise DpalError(f"--momentum must be in [0, 1), got {self.momentum}.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise DpalError(
+                f"--lr-schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}."
+            )
+        if not 0 <= self.ema < 1:
+            raise DpalError(f"--ema must be a decay in [0, 1) (0 = off), got {self.ema}.")
+        if self.holdout < 0:
+            raise DpalError(f"--holdout must be ≥ 0, got {self.holdout}.")
+        check_delta(self.delta)
+        if not self.private:
+            if self.epsilon is not None or self.noise_multiplier is not None:
+                raise DpalError(
+                    "--non-private training takes neither --epsilon nor --noise-multiplier."
+                )
+            return
+        if not (self.clip > 0):
+            raise DpalError(f"--clip must be > 0 for DP-SGD, got {self.clip}.")
+        if (self.epsilon is None) == (self.noise_multiplier is None):
+            raise DpalError(
+                "give exactly one of --epsilon (σ is calibrated to it) and --noise-multiplier "
+                "(ε is computed from it), or --non-private for the non-private upper bound."
+            )
+        if self.epsilon is not None:
+            check_epsilon(self.epsilon, "--epsilon")
+        if self.noise_multiplier is not None and not (
+            self.noise_multiplier > 0 and math.isfinite(self.noise_multiplier)
+        ):
+            raise DpalError(f"--noise-multiplier must be > 0, got {self.noise_multiplier}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dpal.data.arrays import ImageArrays
+from dpal.data.tasks import Task
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The offline dataset copy (../shared/datasets), as CI and developers have it."""
+    root = Path(os.environ.get("DPAL_DATA", SHARED))
+    if not (root / "mnist" / "train.npz").exists():
+        pytest.skip(f"offline datasets not found at {root}")
+    return root
+
+
+def make_images(n: int, *, seed: int = 0, shape=(28, 28), classes: int = 10) -> ImageArrays:
+    """Synthetic, learnable images: class k lights up a band of rows."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    x = rng.integers(0, 60, (n, *shape), dtype=np.uint8)
+    band = shape[0] // classes
+    for i, k in enumerate(y):
+        x[i, k * band : (k + 1) * band] = 220
+    return ImageArrays.create(x, y, num_classes=classes, name="synthetic")
+
+
+@pytest.fixture
+def tiny_task() -> Task:
+    return Task(name="synthetic", private=make_images(400, seed=0), test=make_images(200, seed=1))

@@ -1,0 +1,97 @@
+import json
+
+import pytest
+
+from dpal.cli import main
+
+
+def test_account_known_answer(capsys):
+    argv = [
+        "account",
+        "--noise-multiplier",
+        "1.1",
+        "--batch-size",
+        "256",
+        "--dataset-size",
+        "60000",
+        "--epochs",
+        "60",
+        "--accountant",
+        "rdp",
+    ]
+    assert main(argv) == 0
+    assert "ε = 2.5944" in capsys.readouterr().out
+
+
+def test_calibrate_then_account(capsys):
+    assert main(["calibrate", "--epsilon", "2", "-q", "0.01", "--steps", "500"]) == 0
+    sigma = capsys.readouterr().out.split("σ = ")[1].split()[0]
+    assert main(["account", "-s", sigma, "-q", "0.01", "--steps", "500"]) == 0
+    eps = float(capsys.readouterr().out.split("ε = ")[1].split()[0])
+    assert 1.98 < eps <= 2.0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["account", "-s", "1", "-q", "1.5", "--steps", "3"], "sample rate must be in (0, 1]"),
+        (["account", "-s", "1", "-q", "0.1", "--steps", "3", "--delta", "1"], "delta"),
+        (["account", "-s", "1", "--steps", "3"], "--batch-size B with --dataset-size N"),
+        (["calibrate", "--epsilon", "0", "-q", "0.1", "--steps", "3"], "positive"),
+        (["train", "--dataset", "nope", "--epsilon", "1", "--out", "x"], "unknown dataset"),
+        (["train", "--epsilon", "1"], "--out"),
+        (["train", "--out", "x"], "give exactly one of --epsilon"),
+        (["ledger", "/nonexistent"], "no ledger here"),
+    ],
+)
+def test_errors_say_what_to_change(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_eval_ledger_on_user_npz(tmp_path, capsys):
+    import numpy as np
+
+    from tests.conftest import make_images
+
+    for split, n, seed in (("train", 300, 0), ("test", 100, 1)):
+        arrays = make_images(n, seed=seed)
+        np.savez(tmp_path / f"{split}.npz", x=arrays.x[..., 0], y=arrays.y)
+    out = tmp_path / "run"
+    argv = [
+        "train",
+        "--dataset",
+        f"npz:{tmp_path}",
+        "--epsilon",
+        "5",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "30",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert main(["eval", str(out / "checkpoints" / "epoch_002.pt")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["epsilon"] <= 5.0 and report["epoch"] == 2
+    assert main(["ledger", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "PLD" in text and "naive sum" in text and "dpsgd:train" in text
+    # continue the same run to epoch 3 from its last checkpoint
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                str(out / "checkpoints" / "epoch_002.pt"),
+                "--epochs",
+                "3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert "ε = " in capsys.readouterr().out

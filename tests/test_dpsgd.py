@@ -1,0 +1,150 @@
+"""DP-SGD mechanism: per-example clipping against a slow loop, noise scale, and the σ=0 case."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dpal.models import build_model
+from dpal.training import layer_grads
+from dpal.training.dpsgd import (
+    add_gaussian_noise,
+    clipped_sum,
+    clipped_sum_of,
+    per_example_gradients,
+    private_gradient,
+)
+
+
+def slow_clipped_sum(model, x, y, clip):
+    """Obviously correct reference: one backward pass per example."""
+    total = {k: torch.zeros_like(p) for k, p in model.named_parameters()}
+    norms = []
+    for i in range(len(x)):
+        model.zero_grad()
+        F.cross_entropy(model(x[i : i + 1]), y[i : i + 1]).backward()
+        g = {k: p.grad.clone() for k, p in model.named_parameters()}
+        norm = torch.sqrt(sum(v.pow(2).sum() for v in g.values()))
+        norms.append(norm)
+        factor = min(1.0, clip / norm.item()) if math.isfinite(clip) else 1.0
+        for k in total:
+            total[k] += factor * g[k]
+    return total, torch.stack(norms)
+
+
+class WithGroupNorm(nn.Module):  # a model the layer engine does not cover
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.norm = nn.GroupNorm(2, 4)
+        self.fc = nn.Linear(4 * 26 * 26, 10)
+
+    def forward(self, x):
+        return self.fc(torch.tanh(self.norm(self.conv(x))).flatten(1))
+
+
+@pytest.mark.parametrize("engine", ["layers", "torch.func"])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+@pytest.mark.parametrize("clip", [0.05, 1.0, math.inf])
+def test_clipped_sum_equals_per_example_loop(engine, shape, clip):
+    torch.manual_seed(0)
+    model = build_model("cnn-tanh", shape, 10)
+    x, y = torch.randn(9, *shape), torch.randint(0, 10, (9,))
+    got, norms = clipped_sum_of(model, x, y, clip, engine=engine)
+    want, want_norms = slow_clipped_sum(model, x, y, clip)
+    torch.testing.assert_close(norms, want_norms, rtol=1e-4, atol=1e-6)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-6)
+
+
+def test_torch_func_engine_on_a_model_layers_cannot_do():
+    torch.manual_seed(0)
+    model = WithGroupNorm()
+    assert not layer_grads.supports(model)
+    assert layer_grads.supports(build_model("cnn-relu", (1, 28, 28), 10))
+    x, y = torch.randn(5, 1, 28, 28), torch.randint(0, 10, (5,))
+    got, _ = clipped_sum_of(model, x, y, 0.1, engine="auto")
+    want, _ = slow_clipped_sum(model, x, y, 0.1)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-6)
+
+
+def test_clipped_per_example_norms_are_at_most_the_bound():
+    torch.manual_seed(1)
+    model = build_model("cnn-tanh", (1, 28, 28), 10)
+    x, y = torch.randn(32, 1, 28, 28) * 5, torch.randint(0, 10, (32,))
+    per_ex = per_example_gradients(model, x, y)
+    _, norms = clipped_sum(per_ex, 0.01)
+    factor = (0.01 / norms).clamp(max=1)
+    clipped_norms = norms * factor
+    assert torch.all(clipped_norms <= 0.01 * (1 + 1e-5))
+    assert torch.allclose(clipped_norms[norms > 0.01], torch.tensor(0.01), rtol=1e-5)
+
+
+def test_no_noise_no_clipping_equals_non_private_gradient():
+    torch.manual_seed(0)
+    model = build_model("cnn-tanh", (1, 28, 28), 10)
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    g = private_gradient(
+        model,
+        x,
+        y,
+        max_grad_norm=math.inf,
+        noise_multiplier=0.0,
+        expected_batch_size=16,
+        generator=torch.Generator().manual_seed(0),
+    )
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()  # the mean loss: plain training
+    for k, p in model.named_parameters():
+        torch.testing.assert_close(g[k], p.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_noise_standard_deviation_is_sigma_times_clip():
+    torch.manual_seed(0)
+    model = build_model("cnn-tanh", (1, 28, 28), 10)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    sigma, clip, b = 1.3, 0.7, 8.0
+    gen = torch.Generator().manual_seed(1)
+    clean = private_gradient(
+        model, x, y, max_grad_norm=clip, noise_multiplier=0.0, expected_batch_size=b, generator=gen
+    )
+    noisy = private_gradient(
+        model,
+        x,
+        y,
+        max_grad_norm=clip,
+        noise_multiplier=sigma,
+        expected_batch_size=b,
+        generator=gen,
+    )
+    noise = torch.cat([(noisy[k] - clean[k]).flatten() for k in clean]) * b  # back to the sum
+    n = noise.numel()  # 26,010 draws: the std estimate is within ~1% (4.5 standard errors)
+    assert noise.std().item() == pytest.approx(sigma * clip, rel=4.5 / math.sqrt(2 * n))
+    assert abs(noise.mean().item()) < 4.5 * sigma * clip / math.sqrt(n)
+
+
+def test_noise_is_independent_across_tensors_of_the_same_shape():
+    gen = torch.Generator().manual_seed(0)
+    zeros = {"a": torch.zeros(1000), "b": torch.zeros(1000)}
+    noisy = add_gaussian_noise(zeros, 1.0, gen)
+    assert not torch.equal(noisy["a"], noisy["b"])
+    corr = torch.corrcoef(torch.stack([noisy["a"], noisy["b"]]))[0, 1]
+    assert abs(corr.item()) < 4.5 / math.sqrt(1000)
+
+
+def test_empty_batch_releases_pure_noise():
+    model = build_model("cnn-tanh", (1, 28, 28), 10)
+    g = private_gradient(
+        model,
+        torch.zeros(0, 1, 28, 28),
+        torch.zeros(0, dtype=torch.long),
+        max_grad_norm=1.0,
+        noise_multiplier=1.0,
+        expected_batch_size=10,
+        generator=torch.Generator().manual_seed(0),
+    )
+    flat = torch.cat([v.flatten() for v in g.values()]) * 10
+    assert flat.std().item() == pytest.approx(1.0, rel=0.05)
