@@ -148,3 +148,23 @@ def test_empty_batch_releases_pure_noise():
     )
     flat = torch.cat([v.flatten() for v in g.values()]) * 10
     assert flat.std().item() == pytest.approx(1.0, rel=0.05)
+
+
+@pytest.mark.parametrize("engine", ["layers", "torch.func"])
+def test_augmentation_copies_are_averaged_then_clipped_as_one_example(engine):
+    torch.manual_seed(0)
+    model = build_model("cnn-tanh", (1, 28, 28), 10)
+    b, k, clip = 5, 3, 0.05
+    x, y = torch.randn(b * k, 1, 28, 28), torch.randint(0, 10, (b,)).repeat_interleave(k)
+    got, norms = clipped_sum_of(model, x, y, clip, engine=engine, copies=k)
+    want = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for i in range(b):  # reference: the mean loss over example i's copies, clipped as one
+        model.zero_grad()
+        F.cross_entropy(model(x[i * k : (i + 1) * k]), y[i * k : (i + 1) * k]).backward()
+        g = {n: p.grad.clone() for n, p in model.named_parameters()}
+        norm = torch.sqrt(sum(v.pow(2).sum() for v in g.values()))
+        torch.testing.assert_close(norms[i], norm, rtol=1e-4, atol=1e-6)
+        for n in want:
+            want[n] += min(1.0, clip / norm.item()) * g[n]
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-6)

@@ -85,7 +85,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         config = TrainConfig(
             dataset=a.dataset,
             model=a.model,
-            epochs=a.epochs or 60,
+            epochs=a.epochs or TrainConfig.epochs,
             batch_size=a.batch_size,
             lr=a.lr,
             momentum=a.momentum,
@@ -96,6 +96,9 @@ def cmd_train(a: argparse.Namespace) -> None:
             delta=a.delta,
             private=not a.non_private,
             ema=a.ema,
+            augment=a.augment,
+            augment_copies=a.augment_copies,
+            max_shift=a.max_shift,
             holdout=a.holdout,
             seed=a.seed,
         )
@@ -230,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-schedule", default="constant", choices=("constant", "cosine"))
     p.add_argument("--clip", type=float, default=1.0, help="per-example L2 clip bound C")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of weights (0 = off)")
+    p.add_argument("--augment", default="none", choices=("none", "shift", "shift-flip"))
+    p.add_argument("--augment-copies", type=int, default=1, help="K copies averaged per example")
+    p.add_argument("--max-shift", type=int, default=2, help="pixels, for --augment shift")
     p.add_argument("--delta", type=float, default=1e-5)
     p.add_argument("--holdout", type=int, default=0, help="last N training images → validation")
     p.add_argument("--seed", type=int, default=0)

@@ -64,14 +64,27 @@ def clipped_sum(per_example: Params, max_grad_norm: float) -> tuple[Params, torc
 
 
 def clipped_sum_of(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, max_grad_norm: float, *, engine: str
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    max_grad_norm: float,
+    *,
+    engine: str,
+    copies: int = 1,
 ) -> tuple[Params, torch.Tensor]:
-    """Clipped sum of per-example gradients and their norms, by the chosen engine."""
+    """Clipped sum of per-example gradients and their norms, by the chosen engine.
+
+    With ``copies`` > 1, ``x`` holds that many augmented versions of each example
+    (example-major) and an example's gradient is the mean over its copies, clipped as one.
+    """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "layers" or (engine == "auto" and layer_grads.supports(model)):
-        return layer_grads.clipped_sum(model, x, y, max_grad_norm)
-    return clipped_sum(per_example_gradients(model, x, y), max_grad_norm)
+        return layer_grads.clipped_sum(model, x, y, max_grad_norm, copies=copies)
+    per_copy = per_example_gradients(model, x, y)
+    if copies > 1:
+        per_copy = {k: g.reshape(-1, copies, *g.shape[1:]).mean(1) for k, g in per_copy.items()}
+    return clipped_sum(per_copy, max_grad_norm)
 
 
 def add_gaussian_noise(summed: Params, std: float, generator: torch.Generator) -> Params:
@@ -98,12 +111,16 @@ def private_gradient(
     expected_batch_size: float,
     generator: torch.Generator,
     engine: str = "auto",
+    copies: int = 1,
 ) -> Params:
-    """The released DP-SGD gradient g̃ of the module docstring for one Poisson batch."""
+    """The released DP-SGD gradient g̃ of the module docstring for one Poisson batch.
+
+    ``copies``: augmented versions per example in ``x`` (see :func:`clipped_sum_of`).
+    """
     if len(x) == 0:  # an empty Poisson batch still releases noise
         summed = {k: torch.zeros_like(p) for k, p in model.named_parameters() if p.requires_grad}
     else:
-        summed, _ = clipped_sum_of(model, x, y, max_grad_norm, engine=engine)
+        summed, _ = clipped_sum_of(model, x, y, max_grad_norm, engine=engine, copies=copies)
     if noise_multiplier > 0 and math.isinf(max_grad_norm):
         raise ValueError("noise needs a finite clip bound: the sensitivity is the clip bound C")
     std = noise_multiplier * max_grad_norm if noise_multiplier > 0 else 0.0

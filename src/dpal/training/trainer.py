@@ -33,6 +33,7 @@ from dpal.privacy.accounting import (
     steps_per_epoch,
 )
 from dpal.privacy.ledger import Ledger, atomic_write_text
+from dpal.training.augment import augment_copies
 from dpal.training.checkpoint import (
     checkpoint_path,
     list_checkpoints,
@@ -106,6 +107,7 @@ def train(
 
     torch.manual_seed(config.seed)
     seeds = np.random.SeedSequence(config.seed).generate_state(3)
+    augment_gen = torch.Generator().manual_seed(int(seeds[2]))
     model = build_model(config.model, task.image_shape, task.num_classes).to(device)
     sampler_gen = torch.Generator().manual_seed(int(seeds[0]))
     noise_gen = torch.Generator(device=device).manual_seed(int(seeds[1]))
@@ -134,6 +136,7 @@ def train(
         ema.load(state.get("ema"))
         sampler_gen.set_state(state["sampler_rng"])
         noise_gen.set_state(state["noise_rng"])
+        augment_gen.set_state(state["augment_rng"])
         start_epoch, lineage = state["summary"]["epoch"], list(state["summary"]["ledger_entries"])
     ledger = _open_ledger(out, resume, start_epoch)
     _write_run_config(out, config, task, sigma, q, per_epoch)
@@ -175,11 +178,22 @@ def train(
                 idx = idx_cpu.to(device)
                 step = (epoch - 1) * per_epoch + i
                 _set_lr(optimizer, config, step, total_steps)
+                xb, yb = x[idx], y[idx]
+                if config.augment != "none":
+                    xb = augment_copies(
+                        xb,
+                        copies=config.augment_copies,
+                        kind=config.augment,
+                        max_shift=config.max_shift,
+                        generator=augment_gen,
+                    )
+                    yb = yb.repeat_interleave(config.augment_copies)
                 if config.private:
                     grads = private_gradient(
                         model,
-                        x[idx],
-                        y[idx],
+                        xb,
+                        yb,
+                        copies=config.augment_copies,
                         max_grad_norm=config.clip,
                         noise_multiplier=sigma,
                         expected_batch_size=q * n,
@@ -190,7 +204,7 @@ def train(
                         p.grad = grads[name]
                 else:
                     optimizer.zero_grad(set_to_none=True)
-                    F.cross_entropy(model(x[idx]), y[idx]).backward()
+                    F.cross_entropy(model(xb), yb).backward()
                 optimizer.step()
                 ema.update(model)
                 bar.update(1)
@@ -225,6 +239,7 @@ def train(
                     "ema": ema.state(),
                     "sampler_rng": sampler_gen.get_state(),
                     "noise_rng": noise_gen.get_state(),
+                    "augment_rng": augment_gen.get_state(),
                 },
                 summary,
             )
