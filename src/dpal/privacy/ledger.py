@@ -196,6 +196,26 @@ class Ledger:
         }
         atomic_write_text(self.path, json.dumps(payload, indent=1))
 
+    def subset_to(self, path: str | os.PathLike[str], entries: list[Entry], note: str) -> Ledger:
+        """A new ledger file holding ``entries`` (renumbered, their origin noted)."""
+        other = Ledger.__new__(Ledger)
+        other.path = Path(path)
+        other.entries = [
+            Entry(
+                i,
+                e.kind,
+                e.mechanism,
+                e.params,
+                e.status,
+                f"{note} #{e.id}: {e.note}",
+                e.output,
+                e.created,
+            )
+            for i, e in enumerate(entries)
+        ]
+        other._write()
+        return other
+
     def copy_to(self, path: str | os.PathLike[str]) -> Ledger:
         """A new ledger file holding every entry of this one (for a run forked from it)."""
         other = Ledger.__new__(Ledger)

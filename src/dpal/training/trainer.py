@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -145,7 +146,7 @@ def train(
     bar = tqdm(
         total=total_steps,
         initial=start_epoch * per_epoch,
-        disable=not progress,
+        disable=not progress or not sys.stderr.isatty(),  # in a log: the epoch lines only
         unit="step",
         dynamic_ncols=True,
     )
@@ -252,7 +253,7 @@ def train(
                 line += f"  val acc={val_acc:.4f}"
             bar.set_postfix_str(line)
             if progress:
-                bar.write(line)
+                tqdm.write(line)
     finally:
         bar.close()
     return TrainResult(

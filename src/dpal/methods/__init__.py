@@ -1,0 +1,1 @@
+"""End-to-end recipes that join data, training, selection and the ledger."""
