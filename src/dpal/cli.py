@@ -229,6 +229,7 @@ def _finetune_config(a: argparse.Namespace) -> Any:
         lr=a.ft_lr,
         momentum=a.ft_momentum,
         augment=a.ft_augment,
+        distill_weight=a.ft_distill,
         seed=a.seed,
     )
 
@@ -363,6 +364,12 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ft-lr", type=float, default=0.1)
     p.add_argument("--ft-momentum", type=float, default=0.0)
     p.add_argument("--ft-augment", default="none", choices=("none", "shift"))
+    p.add_argument(
+        "--ft-distill",
+        type=float,
+        default=0.0,
+        help="weight of distillation from the DP model on the unlabelled pool",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

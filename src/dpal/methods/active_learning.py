@@ -233,7 +233,7 @@ def finetune_dir(
     y = np.asarray([labels[i] for i in bought.tolist()], dtype=np.int64)
     keep = y != REJECTED
     data = ImageArrays(task.public.x[bought[keep]], y[keep], task.num_classes, "bought")
-    tuned = finetune(ckpt.model, data, finetune_config)
+    tuned = finetune(ckpt.model, data, finetune_config, unlabelled=task.public)
     torch.save({"model": tuned.state_dict(), "summary": ckpt.summary}, out / "model.pt")
     totals = Ledger(out / "ledger.json").totals(delta=ckpt.summary["delta"])
     result = ImproveResult(

@@ -27,6 +27,10 @@ class FinetuneConfig:
     weight_decay: float = 0.0
     augment: str = "none"  # "shift": random ±max_shift px shifts (public data: free)
     max_shift: int = 2
+    # Distillation from the starting (DP) model on the unlabelled public pool, against forgetting
+    # what DP training learned: loss = CE(bought) + w · KL(teacher ‖ student) on pool batches.
+    # Free: the teacher is a released DP output and the pool is public.
+    distill_weight: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -37,11 +41,23 @@ class FinetuneConfig:
             )
 
 
-def finetune(model: nn.Module, labelled: ImageArrays, config: FinetuneConfig) -> nn.Module:
-    """A fine-tuned copy of ``model`` (the original is left as it is)."""
+def finetune(
+    model: nn.Module,
+    labelled: ImageArrays,
+    config: FinetuneConfig,
+    *,
+    unlabelled: ImageArrays | None = None,
+) -> nn.Module:
+    """A fine-tuned copy of ``model`` (the original is left as it is, and is the teacher when
+    ``config.distill_weight`` > 0, on batches of ``unlabelled`` public images)."""
     tuned = copy.deepcopy(model)
     if len(labelled) == 0 or config.epochs == 0:
         return tuned
+    distill = config.distill_weight > 0 and unlabelled is not None and len(unlabelled) > 0
+    if distill:
+        assert unlabelled is not None
+        pool_x, _ = unlabelled.tensors()
+        model.eval()
     x, y = labelled.tensors()
     gen = torch.Generator().manual_seed(config.seed)
     opt = torch.optim.SGD(
@@ -56,7 +72,15 @@ def finetune(model: nn.Module, labelled: ImageArrays, config: FinetuneConfig) ->
                     xb, copies=1, kind=config.augment, max_shift=config.max_shift, generator=gen
                 )
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(tuned(xb), y[idx]).backward()
+            loss = F.cross_entropy(tuned(xb), y[idx])
+            if distill:
+                u = pool_x[torch.randint(0, len(pool_x), (len(idx),), generator=gen)]
+                with torch.no_grad():
+                    teacher = F.log_softmax(model(u), dim=1)
+                student = F.log_softmax(tuned(u), dim=1)
+                kl = F.kl_div(student, teacher, log_target=True, reduction="batchmean")
+                loss = loss + config.distill_weight * kl
+            loss.backward()
             opt.step()
     tuned.eval()
     return tuned
