@@ -23,15 +23,25 @@ from dpal.privacy.ledger import Ledger
 from dpal.training.evaluate import accuracy
 from dpal.training.finetune import FinetuneConfig, finetune
 
+PAPER = FinetuneConfig(augment="none", lr_schedule="constant", epochs=100)
 RECIPES = {
-    "paper (SGD 0.1, 100 ep)": FinetuneConfig(),
-    "+ shift augmentation": FinetuneConfig(augment="shift"),
-    "+ distillation w=1": FinetuneConfig(distill_weight=1.0),
-    "+ shift + distillation w=1": FinetuneConfig(augment="shift", distill_weight=1.0),
-    "+ shift + distillation w=3": FinetuneConfig(augment="shift", distill_weight=3.0),
-    "lr 0.03 + shift + distillation w=1": FinetuneConfig(
-        lr=0.03, augment="shift", distill_weight=1.0
+    "paper (SGD 0.1, 100 ep)": PAPER,
+    "+ shift augmentation": replace(PAPER, augment="shift"),
+    "+ distillation w=1": replace(PAPER, distill_weight=1.0),
+    "+ shift + distillation w=1": replace(PAPER, augment="shift", distill_weight=1.0),
+    "+ shift + distillation w=3": replace(PAPER, augment="shift", distill_weight=3.0),
+    "lr 0.03 + shift + distillation w=1": replace(
+        PAPER, lr=0.03, augment="shift", distill_weight=1.0
     ),
+    "+ shift, seed 1": replace(PAPER, augment="shift", seed=1),
+    "+ shift, 200 epochs": replace(PAPER, augment="shift", epochs=200),
+    "+ shift, momentum 0.9, lr 0.02": replace(PAPER, augment="shift", momentum=0.9, lr=0.02),
+    "+ shift, cosine": replace(PAPER, augment="shift", lr_schedule="cosine"),
+    "+ shift, cosine, seed 1": replace(PAPER, augment="shift", lr_schedule="cosine", seed=1),
+    "+ shift, cosine, 200 epochs": FinetuneConfig(
+        augment="shift", lr_schedule="cosine", epochs=200
+    ),
+    "paper, seed 1": replace(PAPER, seed=1),
 }
 
 

@@ -230,6 +230,7 @@ def _finetune_config(a: argparse.Namespace) -> Any:
         momentum=a.ft_momentum,
         augment=a.ft_augment,
         distill_weight=a.ft_distill,
+        lr_schedule=a.ft_lr_schedule,
         seed=a.seed,
     )
 
@@ -359,11 +360,12 @@ def _selection_args(p: argparse.ArgumentParser) -> None:
 
 
 def _finetune_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ft-epochs", type=int, default=100)
+    p.add_argument("--ft-epochs", type=int, default=200)
     p.add_argument("--ft-batch-size", type=int, default=256)
     p.add_argument("--ft-lr", type=float, default=0.1)
     p.add_argument("--ft-momentum", type=float, default=0.0)
-    p.add_argument("--ft-augment", default="none", choices=("none", "shift"))
+    p.add_argument("--ft-augment", default="shift", choices=("none", "shift"))
+    p.add_argument("--ft-lr-schedule", default="cosine", choices=("constant", "cosine"))
     p.add_argument(
         "--ft-distill",
         type=float,
