@@ -422,7 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment-copies", type=int, default=1, help="K copies averaged per example")
     p.add_argument("--max-shift", type=int, default=2, help="pixels, for --augment shift")
     p.add_argument("--delta", type=float, default=1e-5)
-    p.add_argument("--holdout", type=int, default=0, help="last N training images → validation")
+    p.add_argument(
+        "--holdout",
+        type=int,
+        default=0,
+        help="last N training images → validation, for tuning; their accuracy "
+        "is printed without noise: a non-private statistic of private data",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run directory")
     p.add_argument("--resume", help="checkpoint to continue from")
