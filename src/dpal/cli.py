@@ -194,6 +194,23 @@ def cmd_data(a: argparse.Namespace) -> None:
             print(f"  {name:<8} {info.description}  [{status}]")
         print("tasks (private / public / test): " + ", ".join(TASKS) + ", npz:PATH, folder:PATH")
         return
+    if a.data_cmd == "overlap":
+        from dpal.data.overlap import overlap
+        from dpal.data.tasks import load_task
+
+        task = load_task(a.task, data_dir=a.data_dir)
+        if task.public is None:
+            raise DpalError(f"task {a.task!r} has no public pool to compare.")
+        o = overlap(task.public, task.private, threshold=a.threshold)
+        q = np.percentile(o.nearest_rms, [0, 1, 5, 50])
+        print(
+            f"{a.task}: {len(task.public)} public vs {len(task.private)} private images — "
+            f"{o.exact} exact duplicates, {o.near} within RMS pixel difference "
+            f"{o.threshold:g}/255; nearest-private RMS min/1%/5%/median = "
+            + "/".join(f"{v:.1f}" for v in q)
+            + "  (reads private data: for the operator, not a DP release)"
+        )
+        return
     names = a.datasets or list(DATASETS)
     for name in names:
         if name not in DATASETS:
@@ -391,6 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     dp = dsub.add_parser("prepare", help="download (torchvision) and cache datasets")
     dp.add_argument("datasets", nargs="*")
     _add_data_dir(dp)
+    do = dsub.add_parser("overlap", help="public images that duplicate private ones")
+    do.add_argument("task")
+    do.add_argument("--threshold", type=float, default=8.0, help="RMS pixel difference (0–255)")
+    _add_data_dir(do)
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("account", help="ε of a DP-SGD schedule")
