@@ -90,9 +90,7 @@ def run_experiment(
             equal_ckpt = fit.path if fit else None
         for method in [*config.methods, *([EQUAL_EPSILON] if equal_ckpt else [])]:
             for n in config.n_labeled:
-                cell = (
-                    seed_dir / f"{method.replace(' ', '_').replace('(', '').replace(')', '')}-{n}"
-                )
+                cell = seed_dir / f"{_slug(method)}-{n}"
                 if not (cell / "result.json").exists():
                     strategy = "near-private" if method == EQUAL_EPSILON else method
                     start = equal_ckpt if method == EQUAL_EPSILON else final["path"]
@@ -140,6 +138,11 @@ def run_experiment(
     atomic_write_text(out / "results.md", markdown_table(rows))
     plot(rows, out / "accuracy_vs_labels.png")
     return rows
+
+
+def _slug(method: str) -> str:
+    """A plain-ASCII folder name for a method ("near-private (equal ε)" → near-private-equal-eps)."""
+    return method.replace(" (equal ε)", "-equal-eps").replace(" ", "-")
 
 
 def _trained(
