@@ -141,7 +141,7 @@ def run_experiment(
 
 
 def _slug(method: str) -> str:
-    """A plain-ASCII folder name for a method ("near-private (equal ε)" → near-private-equal-eps)."""
+    """Plain-ASCII folder name: "near-private (equal ε)" → "near-private-equal-eps"."""
     return method.replace(" (equal ε)", "-equal-eps").replace(" ", "-")
 
 
