@@ -116,14 +116,11 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 def cmd_eval(a: argparse.Namespace) -> None:
     from dpal.data.tasks import load_task
-    from dpal.models.registry import build_model
-    from dpal.training.checkpoint import load_checkpoint
+    from dpal.methods.active_learning import load_released_model
     from dpal.training.evaluate import accuracy
 
-    state = load_checkpoint(a.checkpoint)
-    s = state["summary"]
-    model = build_model(s["config"]["model"], tuple(s["image_shape"]), s["num_classes"])
-    model.load_state_dict(state["release"])
+    released = load_released_model(a.checkpoint)
+    model, s = released.model, released.summary
     task = load_task(a.dataset or s["config"]["dataset"], data_dir=a.data_dir)
     if task.test is None:
         raise DpalError(f"dataset {task.name!r} has no test split to evaluate on.")
