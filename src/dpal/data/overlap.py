@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dpal.data.arrays import ImageArrays
+from dpal.neighbours import nearest
 
 
 @dataclass(frozen=True)
@@ -24,17 +25,11 @@ class Overlap:
     nearest_rms: np.ndarray  # [n_public] RMS difference to the nearest private image
 
 
-def nearest_rms(public: np.ndarray, private: np.ndarray, chunk: int = 2048) -> np.ndarray:
+def nearest_rms(public: np.ndarray, private: np.ndarray) -> np.ndarray:
     """``[n_public]`` root-mean-square pixel difference (0–255) to the nearest private image."""
     a = public.reshape(len(public), -1).astype(np.float32)
-    b = private.reshape(len(private), -1).astype(np.float32)
-    b_sq = (b * b).sum(1)
-    best = np.empty(len(a), dtype=np.float32)
-    for s in range(0, len(a), chunk):
-        q = a[s : s + chunk]
-        d2 = (q * q).sum(1)[:, None] - 2.0 * q @ b.T + b_sq[None, :]
-        best[s : s + chunk] = np.maximum(d2.min(1), 0.0)
-    return np.sqrt(best / a.shape[1])
+    _, sq_dist = nearest(a, private.reshape(len(private), -1).astype(np.float32), chunk=2048)
+    return np.sqrt(sq_dist / a.shape[1])
 
 
 def overlap(public: ImageArrays, private: ImageArrays, *, threshold: float = 8.0) -> Overlap:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dpal.errors import DpalError
+from dpal.neighbours import nearest
 from dpal.privacy.accounting import check_delta, check_epsilon
 from dpal.privacy.ledger import Ledger
 from dpal.privacy.mechanisms import calibrate_gaussian, dp_pca_components, laplace_counts
@@ -89,21 +90,12 @@ def uncertain_private(private_unc: np.ndarray, public_unc: np.ndarray, k: int, m
     return top_uncertain(private_unc, min(k, len(private_unc)))
 
 
-def nearest(queries: np.ndarray, points: np.ndarray, chunk: int = 8192) -> np.ndarray:
-    """Index into ``points`` of each query's nearest point (Euclidean), in chunks."""
-    out = np.empty(len(queries), dtype=np.int64)
-    sq = (points**2).sum(1)
-    for start in range(0, len(queries), chunk):
-        q = queries[start : start + chunk]
-        out[start : start + chunk] = np.argmin(sq[None, :] - 2.0 * q @ points.T, axis=1)
-    return out
-
-
 def support_counts(public_z: np.ndarray, private_z: np.ndarray) -> np.ndarray:
     """``[len(public_z)]`` how many private points have each public point as nearest."""
     if len(private_z) == 0:
         return np.zeros(len(public_z))
-    return np.bincount(nearest(private_z, public_z), minlength=len(public_z)).astype(np.float64)
+    index, _ = nearest(private_z, public_z)
+    return np.bincount(index, minlength=len(public_z)).astype(np.float64)
 
 
 def near_private(

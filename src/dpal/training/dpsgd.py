@@ -55,10 +55,7 @@ def clipped_sum(per_example: Params, max_grad_norm: float) -> tuple[Params, torc
     for g in per_example.values():
         norms += g.flatten(1).pow(2).sum(1)
     norms = norms.sqrt()
-    if math.isinf(max_grad_norm):
-        factor = torch.ones_like(norms)
-    else:
-        factor = (max_grad_norm / (norms + 1e-12)).clamp(max=1.0)
+    factor = layer_grads.clip_factors(norms, max_grad_norm)
     summed = {k: torch.einsum("b,b...->...", factor, g) for k, g in per_example.items()}
     return summed, norms
 

@@ -35,6 +35,16 @@ Params = dict[str, torch.Tensor]
 _BATCH_MIXING = (nn.modules.batchnorm._BatchNorm,)
 
 
+def clip_factors(norms: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
+    """min(1, C/‖g_i‖) for each example (all ones when C is infinite: no clipping).
+
+    Shared by both engines (``dpsgd.clipped_sum`` too), so they clip identically.
+    """
+    if math.isinf(max_grad_norm):
+        return torch.ones_like(norms)
+    return (max_grad_norm / (norms + 1e-12)).clamp(max=1.0)
+
+
 def supports(model: nn.Module) -> bool:
     """True when every trainable parameter belongs to a Linear or plain Conv2d layer."""
     covered: set[int] = set()
@@ -134,10 +144,7 @@ def clipped_sum(
             sq_norms += D.sum(1).square().sum(1)
 
     norms = sq_norms.sqrt()
-    if math.isinf(max_grad_norm):
-        factor = torch.ones_like(norms)
-    else:
-        factor = (max_grad_norm / (norms + 1e-12)).clamp(max=1.0)
+    factor = clip_factors(norms, max_grad_norm)
 
     summed: Params = {}
     for name, m in layers:
