@@ -4,6 +4,8 @@
 private = the first 40,000 MNIST training images, public pool = the last 20,000 (labels hidden
 until bought), test = the MNIST test set. ``mnist-qmnist`` is the paper's: private = all of
 MNIST's training set, public pool = QMNIST's 50,000 reconstructed test digits.
+``mnist-polluted`` is the pollution experiment offline (§4.3): 30,000 private, a pool of the other
+30,000 digits plus 7,500 CIFAR-10 images (20%), marked invalid in ``Task.public_valid``.
 
 A user's own data is ``npz:PATH`` (a file, or a folder with ``train.npz`` and optionally
 ``test.npz`` and ``public.npz``) or ``folder:PATH`` (class sub-folders, or ``train/``, ``test/``
@@ -31,6 +33,8 @@ class Task:
     test: ImageArrays | None
     public: ImageArrays | None = None
     validation: ImageArrays | None = None
+    # False marks a public image that is none of the classes (pollution): an annotator rejects it.
+    public_valid: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
@@ -84,6 +88,41 @@ def _builtin(
     return load
 
 
+POLLUTION_FRACTION = 0.2
+
+
+def to_gray_28(images: np.ndarray) -> np.ndarray:
+    """RGB ``[n, 32, 32, 3]`` → grayscale ``[n, 28, 28, 1]`` (ITU-R 601 luma, PIL bilinear)."""
+    from PIL import Image
+
+    out = [
+        np.asarray(Image.fromarray(img).convert("L").resize((28, 28), Image.Resampling.BILINEAR))
+        for img in images
+    ]
+    return np.stack(out)[..., None]
+
+
+def _mnist_polluted(name: str, data_dir: str | None, download: bool) -> Task:
+    """Paper §4.3 offline: private = the first 30,000 MNIST training images; public pool = the
+    other 30,000 plus CIFAR-10 training images (grayscale, 28×28) making up 20% of the pool —
+    the first 7,500 of CIFAR-10's training set — shuffled with a fixed seed."""
+    train = load_split("mnist", "train", data_dir=data_dir, download=download)
+    cifar = load_split("cifar10", "train", data_dir=data_dir, download=download)
+    digits = train.subset(slice(30_000, None))
+    n_pollution = round(len(digits) * POLLUTION_FRACTION / (1 - POLLUTION_FRACTION))
+    x = np.concatenate([digits.x, to_gray_28(cifar.x[:n_pollution])])
+    y = np.concatenate([digits.y, np.zeros(n_pollution, dtype=np.int64)])  # 0: never used
+    valid = np.concatenate([np.ones(len(digits), bool), np.zeros(n_pollution, bool)])
+    order = np.random.default_rng(0).permutation(len(x))
+    return Task(
+        name=name,
+        private=train.subset(slice(0, 30_000), name=f"{name}/private"),
+        test=load_split("mnist", "test", data_dir=data_dir, download=download),
+        public=ImageArrays(x[order], y[order], 10, f"{name}/public"),
+        public_valid=valid[order],
+    )
+
+
 TASKS: dict[str, Callable[..., Task]] = {
     "mnist": _builtin("mnist", "train", "test", None),
     "mnist-offline": _builtin(
@@ -95,6 +134,7 @@ TASKS: dict[str, Callable[..., Task]] = {
         public_slice=slice(40_000, None),
     ),
     "mnist-qmnist": _builtin("mnist", "train", "test", "test50k", public_from="qmnist"),
+    "mnist-polluted": _mnist_polluted,
     "svhn": _builtin("svhn", "train", "test", "extra"),
     "cifar10": _builtin("cifar10", "train", "test", None),
 }

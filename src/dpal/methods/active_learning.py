@@ -270,7 +270,7 @@ def improve(
     if task.public is None:
         raise DpalError(f"task {task.name!r} has no public pool; use e.g. mnist-offline.")
     picked = select_to_dir(checkpoint_path, out_dir, config, task=task)
-    oracle = oracle or Oracle(task.public.y)
+    oracle = oracle or Oracle(task.public.y, task.public_valid)
     labels = dict(zip(picked.tolist(), oracle(picked).tolist(), strict=True))
     return finetune_dir(
         out_dir, labels, finetune_config or FinetuneConfig(seed=config.seed), task=task
