@@ -349,7 +349,9 @@ def cmd_run(a: argparse.Namespace) -> None:
     from dpal.methods.experiment import QUICK, ExperimentConfig, run_experiment
 
     config = QUICK if a.quick else ExperimentConfig()
-    config = replace(config, seeds=a.seeds)
+    config = replace(config, seeds=a.seeds, label_polluted_as=a.label_polluted_as)
+    if a.experiment == "mnist-polluted":
+        config = replace(config, dataset="mnist-polluted")
     out = a.out or f"runs/{a.experiment}{'-quick' if a.quick else ''}"
     rows = run_experiment(config, out, data_dir=a.data_dir)
     from dpal.methods.experiment import markdown_table
@@ -502,7 +504,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_budget)
 
     p = sub.add_parser("run", help="a whole experiment: DP baseline, every method, table, plot")
-    p.add_argument("experiment", choices=("mnist",))
+    p.add_argument("experiment", choices=("mnist", "mnist-polluted"))
+    p.add_argument(
+        "--label-polluted-as",
+        type=int,
+        default=None,
+        help="mnist-polluted: the annotator gives non-digits this class (harsher) "
+        "instead of rejecting them",
+    )
     p.add_argument("--quick", action="store_true", help="a small version (a few minutes)")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--out")

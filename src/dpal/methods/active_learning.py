@@ -163,6 +163,7 @@ class ImproveResult:
     epsilon_naive: float
     n_labeled: int
     n_rejected: int
+    n_polluted: int  # selected images that are none of the classes (known only in experiments)
     selected: np.ndarray = field(repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,6 +247,7 @@ def finetune_dir(
         epsilon_naive=totals.epsilon_naive,
         n_labeled=len(bought),
         n_rejected=int((~keep).sum()),
+        n_polluted=0 if task.public_valid is None else int((~task.public_valid[picked]).sum()),
         selected=picked,
     )
     atomic_write_text(out / "result.json", json.dumps(result.to_dict(), indent=1))

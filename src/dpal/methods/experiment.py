@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from dpal.data.tasks import load_task
+from dpal.errors import DpalError
+from dpal.labeling.oracle import Oracle
 from dpal.methods.active_learning import SelectConfig, improve
 from dpal.methods.budget import plan_budget
 from dpal.privacy.ledger import atomic_write_text
@@ -42,6 +44,9 @@ class ExperimentConfig:
     epsilon_support: float = 0.6
     extra_candidates: int = 2000  # k = n_labeled + this
     n_each: int = 10
+    # Polluted pools: None, the annotator rejects non-digits; a class, the harsher case of an
+    # annotator who gives every image that class.
+    label_polluted_as: int | None = None
 
 
 QUICK = ExperimentConfig(
@@ -62,6 +67,8 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=1, default=str))
     task = load_task(config.dataset, data_dir=data_dir)
+    if task.public is None:
+        raise DpalError(f"task {config.dataset!r} has no public pool to buy labels from.")
     rows: list[dict[str, Any]] = []
     for seed in range(config.seeds):
         seed_dir = out / f"seed{seed}"
@@ -77,6 +84,7 @@ def run_experiment(
                 "epsilon_total": final["epsilon"],
                 "epsilon_naive": final["epsilon"],
                 "n_rejected": 0,
+                "n_polluted": 0,
             }
         )
         equal_ckpt: str | None = None
@@ -109,6 +117,7 @@ def run_experiment(
                         ),
                         replace(config.finetune, seed=seed),
                         task=task,
+                        oracle=Oracle(task.public.y, task.public_valid, config.label_polluted_as),
                     )
                 result = json.loads((cell / "result.json").read_text())
                 rows.append(
@@ -124,6 +133,7 @@ def run_experiment(
                                 "epsilon_total",
                                 "epsilon_naive",
                                 "n_rejected",
+                                "n_polluted",
                             )
                         },
                     }
@@ -181,21 +191,27 @@ def _summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "epsilon_dp": statistics.fmean(r["epsilon_dp"] for r in rs),
                 "epsilon_total": statistics.fmean(r["epsilon_total"] for r in rs),
                 "epsilon_naive": statistics.fmean(r["epsilon_naive"] for r in rs),
+                "n_polluted": statistics.fmean(r.get("n_polluted", 0) for r in rs),
             }
         )
     return out
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The results table; a column of polluted images bought appears when there were any."""
+    summary = _summary(rows)
+    polluted = any(s["n_polluted"] for s in summary)
+    extra = (" polluted bought |", "---|") if polluted else ("", "")
     lines = [
-        "| method | labels | test acc. (mean ± std) | seeds | ε_dp | ε_total (PLD) | naive sum |",
-        "|---|---|---|---|---|---|---|",
+        "| method | labels | test acc. (mean ± std) | seeds | ε_dp | ε_total (PLD) | naive sum |"
+        + extra[0],
+        "|---|---|---|---|---|---|---|" + extra[1],
     ]
-    for s in _summary(rows):
+    for s in summary:
         lines.append(
             f"| {s['method']} | {s['n_labeled']} | {100 * s['mean']:.2f} ± {100 * s['std']:.2f} "
             f"| {s['seeds']} | {s['epsilon_dp']:.3f} | {s['epsilon_total']:.3f} "
-            f"| {s['epsilon_naive']:.3f} |"
+            f"| {s['epsilon_naive']:.3f} |" + (f" {s['n_polluted']:.0f} |" if polluted else "")
         )
     return "\n".join(lines) + "\n"
 
