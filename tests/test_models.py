@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from dpal.errors import DpalError
-from dpal.models import TFPrivacyCNN, build_model, embeddings
+from dpal.models import TFPrivacyCNN, build_model, embeddings, logits_and_embeddings
 
 
 def test_tf_privacy_cnn_has_26010_parameters_on_mnist():
@@ -28,6 +28,9 @@ def test_embeddings_are_the_input_of_the_last_linear_layer():
     emb = embeddings(model, x)
     assert emb.shape == (5, 32)
     torch.testing.assert_close(model.classifier(emb), model(x))
+    logits, emb_one_pass = logits_and_embeddings(model, x, batch_size=2)
+    torch.testing.assert_close(emb_one_pass, emb)
+    torch.testing.assert_close(logits, model(x))
 
     class Plain(nn.Module):  # no embed(): found through the last nn.Linear
         def __init__(self):

@@ -23,7 +23,7 @@ from dpal.data.arrays import ImageArrays
 from dpal.data.tasks import Task, load_task
 from dpal.errors import DpalError
 from dpal.labeling.oracle import REJECTED, Oracle
-from dpal.models.embedding import embeddings
+from dpal.models.embedding import logits_and_embeddings
 from dpal.models.registry import build_model
 from dpal.privacy.ledger import Ledger, atomic_write_text
 from dpal.selection.near_private import NearPrivateConfig, near_private
@@ -112,11 +112,11 @@ def select(
     if config.strategy == "random":
         return random_selection(n_pool, config.n_labeled, rng=rng), []
     pool_x, _ = task.public.tensors()
-    logits = logits_of(model, pool_x).numpy()
     if config.strategy in ("entropy", "margin"):
+        logits = logits_of(model, pool_x).numpy()
         return top_uncertain(uncertainty(logits, config.strategy), config.n_labeled), []
-    unc = uncertainty(logits, config.score)
-    pool_emb = embeddings(model, pool_x).numpy()
+    logits_t, emb_t = logits_and_embeddings(model, pool_x)  # one pass over the pool
+    unc, pool_emb = uncertainty(logits_t.numpy(), config.score), emb_t.numpy()
     if config.strategy == "diverse-public":
         picked = diverse_public(
             pool_emb,
@@ -131,12 +131,12 @@ def select(
         return picked, []
     # near-private: reads the private training data (recorded in the ledger)
     priv_x, _ = task.private.tensors()
-    priv_unc = uncertainty(logits_of(model, priv_x).numpy(), config.score)
+    priv_logits, priv_emb = logits_and_embeddings(model, priv_x)
     result = near_private(
         pool_emb,
         unc,
-        embeddings(model, priv_x).numpy(),
-        priv_unc,
+        priv_emb.numpy(),
+        uncertainty(priv_logits.numpy(), config.score),
         config.n_labeled,
         config=NearPrivateConfig(
             k=config.candidates,

@@ -14,32 +14,41 @@ def _last_linear(model: nn.Module) -> nn.Linear:
 
 
 @torch.no_grad()
-def embeddings(model: nn.Module, x: torch.Tensor, *, batch_size: int = 2048) -> torch.Tensor:
-    """``[n, d]`` activations before the logits.
-
-    Uses ``model.embed`` where the model has one; otherwise captures the input of the model's
-    last ``nn.Linear`` (registration order) with a forward hook, which is the embedding of any
-    network that ends in a linear classifier.
-    """
+def logits_and_embeddings(
+    model: nn.Module, x: torch.Tensor, *, batch_size: int = 2048
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``([n, classes], [n, d])``: the logits and the input of the model's last ``nn.Linear``
+    (registration order), from one forward pass — the embedding of any network that ends in a
+    linear classifier."""
     was_training = model.training
     model.eval()
-    out: list[torch.Tensor] = []
+    logits: list[torch.Tensor] = []
+    captured: list[torch.Tensor] = []
+    handle = _last_linear(model).register_forward_pre_hook(
+        lambda _m, inputs: captured.append(inputs[0].detach().flatten(1))
+    )
     try:
-        embed = getattr(model, "embed", None)
-        if callable(embed):
-            for chunk in x.split(batch_size):
-                out.append(embed(chunk))
-        else:
-            captured: list[torch.Tensor] = []
-            handle = _last_linear(model).register_forward_pre_hook(
-                lambda _m, inputs: captured.append(inputs[0].detach().flatten(1))
-            )
-            try:
-                for chunk in x.split(batch_size):
-                    model(chunk)
-            finally:
-                handle.remove()
-            out = captured
+        for chunk in x.split(batch_size):
+            logits.append(model(chunk))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    if not logits:
+        return torch.empty(0), torch.empty(0)
+    return torch.cat(logits), torch.cat(captured)
+
+
+@torch.no_grad()
+def embeddings(model: nn.Module, x: torch.Tensor, *, batch_size: int = 2048) -> torch.Tensor:
+    """``[n, d]`` activations before the logits: ``model.embed`` where the model has one,
+    otherwise the input of its last ``nn.Linear`` (see :func:`logits_and_embeddings`)."""
+    embed = getattr(model, "embed", None)
+    if not callable(embed):
+        return logits_and_embeddings(model, x, batch_size=batch_size)[1]
+    was_training = model.training
+    model.eval()
+    try:
+        out = [embed(chunk) for chunk in x.split(batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
