@@ -346,7 +346,7 @@ def cmd_budget(a: argparse.Namespace) -> None:
 def cmd_run(a: argparse.Namespace) -> None:
     from dataclasses import replace
 
-    from dpal.methods.experiment import QUICK, ExperimentConfig, run_experiment
+    from dpal.methods.experiment import QUICK, ExperimentConfig, markdown_table, run_experiment
 
     config = QUICK if a.quick else ExperimentConfig()
     config = replace(config, seeds=a.seeds, label_polluted_as=a.label_polluted_as)
@@ -354,10 +354,23 @@ def cmd_run(a: argparse.Namespace) -> None:
         config = replace(config, dataset="mnist-polluted")
     out = a.out or f"runs/{a.experiment}{'-quick' if a.quick else ''}"
     rows = run_experiment(config, out, data_dir=a.data_dir)
-    from dpal.methods.experiment import markdown_table
 
     print(markdown_table(rows))
     print(f"results, table and figure in {out}/")
+
+
+def cmd_reproduce(a: argparse.Namespace) -> None:
+    from dpal.reproduce.configs import FULL, QUICK, with_seeds
+    from dpal.reproduce.figures import reproduce
+
+    out = a.out or f"runs/reproduce{'-quick' if a.quick else ''}"
+    figures = list(FULL) if a.figure == "all" else [a.figure]
+    for figure in figures:
+        config = (QUICK if a.quick else FULL)[figure]
+        if a.seeds is not None:
+            config = with_seeds(config, a.seeds)
+        reproduce(figure, config, out, data_dir=a.data_dir, plot_only=a.plot_only)
+        print(f"{figure}: table, cells and figures in {out}/{figure}/")
 
 
 def _selection_args(p: argparse.ArgumentParser) -> None:
@@ -517,6 +530,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out")
     _add_data_dir(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "reproduce",
+        help="the paper's figures (1, 3 pollution, 4 ablations, 5 budgets), resumable",
+    )
+    p.add_argument("figure", choices=("fig1", "fig3", "fig4", "fig5", "all"))
+    p.add_argument("--quick", action="store_true", help="a small version of the same shape")
+    p.add_argument("--seeds", type=int, help="seeds (default 1; ≥ 3 for error bars)")
+    p.add_argument("--out", help="default runs/reproduce[-quick]; DP models shared in OUT/dp")
+    p.add_argument(
+        "--plot-only",
+        action="store_true",
+        help="redraw tables and figures from the finished cells, training nothing",
+    )
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("ledger", help="a run's privacy ledger and its total ε")
     p.add_argument("run_dir")

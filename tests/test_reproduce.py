@@ -1,0 +1,200 @@
+"""`dpal reproduce` at toy scale on synthetic data: every figure end to end, resumption after an
+interrupted cell, config round trips, plots redrawn from saved cells without training."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dpal.errors import DpalError
+from dpal.methods.experiment import ExperimentConfig
+from dpal.reproduce.configs import (
+    CONFIG_CLASSES,
+    FULL,
+    QUICK,
+    Fig1Config,
+    Fig3Config,
+    Fig4Config,
+    Fig5Config,
+    config_from_dict,
+    config_to_dict,
+    with_seeds,
+)
+from dpal.reproduce.figures import reproduce
+from dpal.reproduce.runner import Cell, run_cell
+from dpal.training.config import TrainConfig
+from dpal.training.finetune import FinetuneConfig
+from tests.conftest import make_images
+
+TRAIN = TrainConfig(epochs=3, batch_size=40, lr=0.5, epsilon=8.0)
+FT = FinetuneConfig(epochs=2, batch_size=16)
+
+
+@pytest.fixture
+def npz_dataset(tmp_path) -> str:
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, n, seed in (("train", 400, 0), ("test", 100, 1), ("public", 300, 2)):
+        arrays = make_images(n, seed=seed)
+        np.savez(data / f"{split}.npz", x=arrays.x[..., 0], y=arrays.y)
+    return f"npz:{data}"
+
+
+def tiny(figure: str, dataset: str):
+    ex = ExperimentConfig(
+        dataset=dataset,
+        epsilon_dp=8.0,
+        train=TRAIN,
+        n_labeled=(20,),
+        finetune=FT,
+        extra_candidates=50,
+        methods=("random", "diverse-public", "near-private"),
+        near_private_from="equal",
+        seeds=2,
+    )
+    return {
+        "fig1": Fig1Config(experiment=ex),
+        "fig3": Fig3Config(curves=ex, harsh_label=3),
+        "fig4": Fig4Config(
+            dataset=dataset,
+            epsilon_dp=8.0,
+            train=TRAIN,
+            n_labeled=(20,),
+            n_each=(1, 10),
+            extra_candidates=50,
+            grid_clusters=16,
+            finetune=FT,
+            seeds=2,
+        ),
+        "fig5": Fig5Config(
+            dataset=dataset,
+            epsilon_dp=8.0,
+            train=TRAIN,
+            checkpoint_epochs=(2, 3),
+            n_labeled=(20,),
+            epsilon_limit=8.0,
+            support_sweep=(0.3, 1.0),
+            sweep_n_labeled=20,
+            extra_candidates=50,
+            finetune=FT,
+            seeds=2,
+        ),
+    }[figure]
+
+
+@pytest.mark.parametrize("figure", ["fig1", "fig3", "fig4", "fig5"])
+def test_every_figure_runs_end_to_end_and_replots_from_saved_cells(tmp_path, npz_dataset, figure):
+    out = tmp_path / "out"
+    config = tiny(figure, npz_dataset)
+    rows = reproduce(figure, config, out, progress=False)
+    fig_dir = out / figure
+    pngs = sorted(p.name for p in fig_dir.glob("*.png"))
+    expected = {"fig1": ["fig1.png"], "fig3": ["fig3.png"], "fig4": ["fig4a.png", "fig4b.png"]}
+    assert pngs == expected.get(figure, ["fig5.png"])
+    assert {r["seed"] for r in rows} == {0, 1}
+    # one DP training per seed, shared by every cell
+    assert sorted(p.name for p in (out / "dp").iterdir()) == [
+        f"{npz_dataset.replace(':', '_').replace('/', '_')}-eps8.0-seed{s}" for s in (0, 1)
+    ]
+    cells = sorted(fig_dir.rglob("cell.json"))
+    payload = json.loads(cells[0].read_text())
+    assert {"row", "seed", "resolved", "dpal_version", "git_commit", "ledger"} <= set(payload)
+    for p in fig_dir.glob("*.png"):
+        p.unlink()
+    stamps = {p: p.stat().st_mtime_ns for p in cells}
+    again = reproduce(figure, config, out, plot_only=True, progress=False)
+    assert again == rows
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # nothing re-run
+    assert sorted(p.name for p in fig_dir.glob("*.png")) == pngs
+
+
+def test_pollution_table_states_the_gap_and_polluted_counts(tmp_path, npz_dataset):
+    reproduce("fig3", tiny("fig3", npz_dataset), tmp_path, progress=False)
+    table = (tmp_path / "fig3" / "results.md").read_text()
+    assert "| rejects | 20 |" in table and "| labels as a class | 20 |" in table
+    assert "(2 seeds)" in table
+
+
+def test_fig5_budgeted_cells_respect_the_limit(tmp_path, npz_dataset):
+    config = tiny("fig5", npz_dataset)
+    rows = reproduce("fig5", config, tmp_path, progress=False)
+    sweep = [r for r in rows if r["cell"].startswith("support")]
+    assert len(sweep) == 4
+    assert all(r["epsilon_total"] <= config.epsilon_limit + 1e-9 for r in sweep)
+    checkpoints = [r for r in rows if r["cell"].startswith("epoch")]
+    assert {r["epoch"] for r in checkpoints} == {2, 3}
+    by_epoch = {r["epoch"]: r["epsilon_dp"] for r in checkpoints if r["seed"] == 0}
+    assert by_epoch[2] < by_epoch[3]
+
+
+def test_interrupted_cell_is_set_aside_and_rerun_finished_ones_are_not(tmp_path):
+    calls: list[str] = []
+
+    def compute(name):
+        def run(cell_dir: Path):
+            calls.append(name)
+            (cell_dir / "ledger.json").write_text("[]")
+            if name == "crash":
+                raise KeyboardInterrupt
+            return {"value": 1.0}, {"x": name}
+
+        return run
+
+    run_cell(tmp_path / "seed0" / "a", Cell(0, "a", compute("a")), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(tmp_path / "seed0" / "b", Cell(0, "b", compute("crash")), progress=False)
+    assert not (tmp_path / "seed0" / "b" / "cell.json").exists()
+    row = run_cell(tmp_path / "seed0" / "b", Cell(0, "b", compute("b")), progress=False)
+    again = run_cell(tmp_path / "seed0" / "a", Cell(0, "a", compute("a")), progress=False)
+    assert calls == ["a", "crash", "b"]  # a was not redone
+    assert row == {"value": 1.0, "seed": 0, "cell": "b"} and again["cell"] == "a"
+    aside = tmp_path / "seed0" / "b.interrupted-1"
+    assert (aside / "ledger.json").exists()  # what the interrupted cell spent is kept
+
+
+def test_experiment_resumes_after_an_interrupted_cell(tmp_path, npz_dataset, monkeypatch):
+    import dpal.methods.experiment as experiment
+
+    config = tiny("fig1", npz_dataset)
+    real = experiment.improve
+    seen = []
+    interrupted_once: list[bool] = []
+
+    def flaky(start, cell_dir, *args, **kwargs):
+        seen.append(f"{Path(cell_dir).parent.name}/{Path(cell_dir).name}")
+        if len(seen) == 3 and not interrupted_once:
+            interrupted_once.append(True)
+            Path(cell_dir).mkdir(parents=True, exist_ok=True)
+            raise KeyboardInterrupt
+        return real(start, cell_dir, *args, **kwargs)
+
+    monkeypatch.setattr(experiment, "improve", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce("fig1", config, tmp_path, progress=False)
+    finished, interrupted = seen[:2], seen[2]
+    seen.clear()
+    reproduce("fig1", config, tmp_path, progress=False)
+    assert interrupted in seen and not set(finished) & set(seen)  # finished cells not redone
+    assert len(seen) == 6 - 2  # 3 methods × 2 seeds, 2 of them finished before the interruption
+
+
+@pytest.mark.parametrize("name", sorted(CONFIG_CLASSES))
+def test_configs_round_trip_through_json(name):
+    for table in (FULL, QUICK):
+        config = with_seeds(table[name], 3)
+        text = json.dumps(config_to_dict(config))
+        assert config_from_dict(CONFIG_CLASSES[name], json.loads(text)) == config
+
+
+def test_unknown_config_fields_are_refused_with_the_known_ones():
+    with pytest.raises(DpalError, match=r"unknown fields.*known"):
+        config_from_dict(Fig4Config, {"n_eachh": [1]})
+
+
+def test_a_folder_of_another_configuration_is_refused(tmp_path, npz_dataset):
+    config = tiny("fig4", npz_dataset)
+    reproduce("fig4", config, tmp_path, progress=False)
+    with pytest.raises(DpalError, match="another configuration"):
+        reproduce("fig4", replace(config, n_each=(1, 5)), tmp_path, progress=False)
