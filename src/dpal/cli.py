@@ -373,6 +373,13 @@ def cmd_reproduce(a: argparse.Namespace) -> None:
         print(f"{figure}: table, cells and figures in {out}/{figure}/")
 
 
+def cmd_report(a: argparse.Namespace) -> None:
+    from dpal.report import write_report
+
+    md, page = write_report(a.run_dir, data_dir=a.data_dir)
+    print(f"report: {md}\n        {page} (self-contained; open it in a browser)")
+
+
 def _selection_args(p: argparse.ArgumentParser) -> None:
     from dpal.selection.strategies import STRATEGIES
 
@@ -546,6 +553,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_dir(p)
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("report", help="a markdown + HTML report of a run for a privacy reviewer")
+    p.add_argument("run_dir", help="a dpal train / improve / run / reproduce figure folder")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("ledger", help="a run's privacy ledger and its total ε")
     p.add_argument("run_dir")
