@@ -104,6 +104,7 @@ def cmd_train(a: argparse.Namespace) -> None:
             max_shift=a.max_shift,
             holdout=a.holdout,
             seed=a.seed,
+            init=a.init,
         )
         out = a.out
     result = train(config, out, data_dir=a.data_dir, resume=a.resume, progress=not a.quiet)
@@ -364,13 +365,32 @@ def cmd_reproduce(a: argparse.Namespace) -> None:
     from dpal.reproduce.figures import reproduce
 
     out = a.out or f"runs/reproduce{'-quick' if a.quick else ''}"
-    figures = list(FULL) if a.figure == "all" else [a.figure]
+    # "all": the figures of the offline MNIST protocols; fig2 needs SVHN's files
+    figures = ["fig1", "fig3", "fig4", "fig5"] if a.figure == "all" else [a.figure]
     for figure in figures:
         config = (QUICK if a.quick else FULL)[figure]
         if a.seeds is not None:
             config = with_seeds(config, a.seeds)
         reproduce(figure, config, out, data_dir=a.data_dir, plot_only=a.plot_only)
         print(f"{figure}: table, cells and figures in {out}/{figure}/")
+
+
+def cmd_pretrain(a: argparse.Namespace) -> None:
+    from dpal.data.registry import load_split
+    from dpal.training.rotation import RotationConfig, rotation_pretrain
+
+    if a.split == "train":
+        raise DpalError(
+            "pre-training reads its images without privacy: give a public split (--split extra "
+            "for SVHN), never the private training split."
+        )
+    images = load_split(a.dataset, a.split, data_dir=a.data_dir)
+    config = RotationConfig(
+        model=a.model, epochs=a.epochs, max_images=a.max_images or None, seed=a.seed
+    )
+    path = rotation_pretrain(images, config, a.out, progress=True)
+    print(f"pre-trained weights (no privacy cost: public {a.dataset}/{a.split}) → {path}")
+    print(f"use them with: dpal train --init {path} ...")
 
 
 def cmd_report(a: argparse.Namespace) -> None:
@@ -460,6 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of weights (0 = off)")
     p.add_argument("--augment", default="none", choices=("none", "shift", "shift-flip"))
     p.add_argument("--augment-copies", type=int, default=1, help="K copies averaged per example")
+    p.add_argument(
+        "--init",
+        help="weights pre-trained on public data (`dpal pretrain`) for every layer but the head",
+    )
     p.add_argument("--max-shift", type=int, default=2, help="pixels, for --augment shift")
     p.add_argument("--delta", type=float, default=1e-5)
     p.add_argument(
@@ -540,9 +564,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "reproduce",
-        help="the paper's figures (1, 3 pollution, 4 ablations, 5 budgets), resumable",
+        help="the paper's figures (1, 2 SVHN, 3 pollution, 4 ablations, 5 budgets), resumable",
     )
-    p.add_argument("figure", choices=("fig1", "fig3", "fig4", "fig5", "all"))
+    p.add_argument(
+        "figure",
+        choices=("fig1", "fig2", "fig3", "fig4", "fig5", "all"),
+        help="fig2 is the SVHN path (needs SVHN); all = fig1, fig3, fig4, fig5 (MNIST)",
+    )
     p.add_argument("--quick", action="store_true", help="a small version of the same shape")
     p.add_argument("--seeds", type=int, help="seeds (default 1; ≥ 3 for error bars)")
     p.add_argument("--out", help="default runs/reproduce[-quick]; DP models shared in OUT/dp")
@@ -553,6 +581,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_dir(p)
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser(
+        "pretrain", help="self-supervised rotation pre-training on a public split (free)"
+    )
+    p.add_argument("--dataset", default="svhn")
+    p.add_argument("--split", default="extra", help="a PUBLIC split (never the private one)")
+    p.add_argument("--model", default="cnn-tanh")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--max-images", type=int, default=200_000, help="0: all")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="the .pt file to write")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("report", help="a markdown + HTML report of a run for a privacy reviewer")
     p.add_argument("run_dir", help="a dpal train / improve / run / reproduce figure folder")

@@ -13,6 +13,7 @@ from dpal.errors import DpalError
 from dpal.methods.experiment import ExperimentConfig
 from dpal.training.config import TrainConfig
 from dpal.training.finetune import FinetuneConfig
+from dpal.training.rotation import RotationConfig
 
 
 def _train(dataset: str, epochs: int = 60) -> TrainConfig:
@@ -22,6 +23,22 @@ def _train(dataset: str, epochs: int = 60) -> TrainConfig:
 @dataclass(frozen=True, kw_only=True)
 class Fig1Config:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fig2Config:
+    """The SVHN recipe: rotation pre-training on the public ``extra`` split, DP-SGD from it on
+    ``train`` (private), then active learning with ``extra`` as the pool (needs SVHN's files)."""
+
+    experiment: ExperimentConfig = field(
+        default_factory=lambda: ExperimentConfig(
+            dataset="svhn",
+            epsilon_dp=6.0,
+            train=TrainConfig(dataset="svhn", epsilon=6.0, epochs=30),
+            n_labeled=(1000, 2000, 4000, 7000, 10000),
+        )
+    )
+    rotation: RotationConfig = field(default_factory=RotationConfig)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,13 +82,14 @@ class Fig5Config:
     seeds: int = 1
 
 
-FigureConfig = Fig1Config | Fig3Config | Fig4Config | Fig5Config
+FigureConfig = Fig1Config | Fig2Config | Fig3Config | Fig4Config | Fig5Config
 
 _QUICK_TRAIN = {"epochs": 4}
 _QUICK_FT = FinetuneConfig(epochs=20)
 
 FULL: dict[str, FigureConfig] = {
     "fig1": Fig1Config(),
+    "fig2": Fig2Config(),
     "fig3": Fig3Config(),
     "fig4": Fig4Config(),
     "fig5": Fig5Config(),
@@ -81,6 +99,16 @@ QUICK: dict[str, FigureConfig] = {
         experiment=ExperimentConfig(
             train=_train("mnist-offline", 4), n_labeled=(200, 500), finetune=_QUICK_FT
         )
+    ),
+    "fig2": Fig2Config(
+        experiment=ExperimentConfig(
+            dataset="svhn",
+            epsilon_dp=6.0,
+            train=TrainConfig(dataset="svhn", epsilon=6.0, epochs=3),
+            n_labeled=(500, 1000),
+            finetune=_QUICK_FT,
+        ),
+        rotation=RotationConfig(epochs=1, max_images=20_000),
     ),
     "fig3": Fig3Config(
         curves=ExperimentConfig(
@@ -112,7 +140,7 @@ QUICK: dict[str, FigureConfig] = {
 def with_seeds(config: FigureConfig, seeds: int) -> FigureConfig:
     if seeds < 1:
         raise DpalError(f"--seeds must be ≥ 1, got {seeds}.")
-    if isinstance(config, Fig1Config):
+    if isinstance(config, Fig1Config | Fig2Config):
         return replace(config, experiment=replace(config.experiment, seeds=seeds))
     if isinstance(config, Fig3Config):
         return replace(config, curves=replace(config.curves, seeds=seeds))
@@ -153,6 +181,7 @@ def _from_json(hint: Any, value: Any) -> Any:
 
 CONFIG_CLASSES: dict[str, type[Any]] = {
     "fig1": Fig1Config,
+    "fig2": Fig2Config,
     "fig3": Fig3Config,
     "fig4": Fig4Config,
     "fig5": Fig5Config,

@@ -43,6 +43,7 @@ from dpal.privacy.ledger import atomic_write_text
 from dpal.reproduce.configs import (
     CONFIG_CLASSES,
     Fig1Config,
+    Fig2Config,
     Fig3Config,
     Fig4Config,
     Fig5Config,
@@ -54,6 +55,7 @@ from dpal.reproduce.runner import Cell, dp_model, run_cells, saved_rows
 from dpal.selection.scores import uncertainty
 from dpal.selection.strategies import diverse_public
 from dpal.training.checkpoint import list_checkpoints
+from dpal.training.rotation import rotation_pretrain
 
 # --- running and plotting ----------------------------------------------------------------------
 
@@ -89,6 +91,7 @@ def reproduce(
     atomic_write_text(config_path, json.dumps(config_to_dict(config), indent=1))
     runner: dict[str, Callable[..., list[dict[str, Any]]]] = {
         "fig1": _fig1,
+        "fig2": _fig2,
         "fig3": _fig3,
         "fig4": _fig4,
         "fig5": _fig5,
@@ -145,6 +148,30 @@ def _fig1(
     rows = _curves(ex, fig_dir / "curves", dp_root, task, plot_only, progress)
     _write(fig_dir, rows, markdown_table(rows))
     plot(rows, fig_dir / "fig1.png")
+    return rows
+
+
+def _fig2(
+    config: Fig2Config,
+    fig_dir: Path,
+    *,
+    dp_root: Path,
+    data_dir: str | None,
+    task: Task | None,
+    plot_only: bool,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    ex = config.experiment
+    task = _task(ex.dataset, task, data_dir)
+    assert task.public is not None
+    rot = config.rotation
+    weights = dp_root.parent / "pretrain" / f"{task.name}-rotation-{rot.model}-seed{rot.seed}.pt"
+    if not weights.exists() and not plot_only:  # public images only: no ledger entry
+        rotation_pretrain(task.public, rot, weights, progress=progress)
+    ex = replace(ex, train=replace(ex.train, model=rot.model, init=str(weights)))
+    rows = _curves(ex, fig_dir / "curves", dp_root, task, plot_only, progress)
+    _write(fig_dir, rows, markdown_table(rows))
+    plot(rows, fig_dir / "fig2.png")
     return rows
 
 

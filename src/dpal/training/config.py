@@ -42,6 +42,9 @@ class TrainConfig:
     augment: str = "none"
     augment_copies: int = 1
     max_shift: int = 2
+    # Weights learned from public data only (`dpal pretrain`), for every layer but the head.
+    # DP-SGD's guarantee holds for any initialisation chosen without the private data.
+    init: str | None = None
 
     def __post_init__(self) -> None:
         if self.epochs <= 0:

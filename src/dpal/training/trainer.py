@@ -44,6 +44,7 @@ from dpal.training.checkpoint import (
 from dpal.training.config import TrainConfig
 from dpal.training.dpsgd import private_gradient
 from dpal.training.evaluate import accuracy
+from dpal.training.rotation import load_public_init
 from dpal.training.sampling import poisson_batches, shuffled_batches
 
 MECHANISM = "dpsgd:train"
@@ -109,7 +110,10 @@ def train(
     torch.manual_seed(config.seed)
     seeds = np.random.SeedSequence(config.seed).generate_state(3)
     augment_gen = torch.Generator().manual_seed(int(seeds[2]))
-    model = build_model(config.model, task.image_shape, task.num_classes).to(device)
+    model = build_model(config.model, task.image_shape, task.num_classes)
+    if config.init is not None and state is None:  # a resumed run loads its own weights below
+        load_public_init(model, config.init, config.model)
+    model = model.to(device)
     sampler_gen = torch.Generator().manual_seed(int(seeds[0]))
     noise_gen = torch.Generator(device=device).manual_seed(int(seeds[1]))
     x, y = (t.to(device) for t in task.private.tensors())
