@@ -272,6 +272,7 @@ def plot(
     summary = _summary(rows)
     every = list(dict.fromkeys(s["method"] for s in summary if s["n_labeled"] > 0))
     panels = panels or [("Improving a DP model with public labels", every)]
+    colour = {m: f"C{i % 10}" for i, m in enumerate(every)}  # one colour per method, all panels
     fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.4), squeeze=False)
     base = [s for s in summary if s["n_labeled"] == 0]
     for ax, (title, methods) in zip(axes[0], panels, strict=True):
@@ -288,6 +289,7 @@ def plot(
                 yerr=[100 * s["std"] for s in pts],
                 marker="o",
                 capsize=3,
+                color=colour.get(method),
                 label=f"{method} (ε_total≈{pts[0]['epsilon_total']:.2f})",
             )
         if base:
