@@ -147,7 +147,22 @@ def _fig1(
     task = _task(ex.dataset, task, data_dir)
     rows = _curves(ex, fig_dir / "curves", dp_root, task, plot_only, progress)
     _write(fig_dir, rows, markdown_table(rows))
-    plot(rows, fig_dir / "fig1.png")
+    baselines: list[str] = [
+        m for m in ("random", "entropy", "margin", "diverse-public") if m in ex.methods
+    ]
+    near = [
+        m
+        for m in ("diverse-public", "near-private", EQUAL_EPSILON)
+        if m != "near-private" or ex.near_private_from != "equal"
+    ]
+    plot(
+        rows,
+        fig_dir / "fig1.png",
+        panels=[
+            ("DiversePublic and the baselines", baselines),
+            ("NearPrivate: from the final checkpoint, and at equal ε_total", near),
+        ],
+    )
     return rows
 
 
