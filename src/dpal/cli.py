@@ -393,6 +393,14 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
     print(f"use them with: dpal train --init {path} ...")
 
 
+def cmd_randp_generate(a: argparse.Namespace) -> None:
+    from dpal.randp.generators import sample, save_grid
+
+    images = sample(a.kind, a.n, size=a.size, channels=a.channels, seed=a.seed)
+    save_grid(images, a.out)
+    print(f"{a.n} {a.kind} images ({a.size}×{a.size}×{a.channels}) → {a.out}")
+
+
 def cmd_report(a: argparse.Namespace) -> None:
     from dpal.report import write_report
 
@@ -594,6 +602,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the .pt file to write")
     _add_data_dir(p)
     p.set_defaults(func=cmd_pretrain)
+
+    randp = sub.add_parser(
+        "randp", help="DP-RandP: priors from random-process images"
+    ).add_subparsers(dest="randp_command", required=True)
+    p = randp.add_parser("generate", help="a PNG grid of random-process images, to look at")
+    p.add_argument(
+        "--kind", default="mixture", help="dead-leaves, spectrum, stylegan-random, mixture"
+    )
+    p.add_argument("--n", type=int, default=96)
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--channels", type=int, default=3, choices=(1, 3))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="randp_samples.png")
+    p.set_defaults(func=cmd_randp_generate)
 
     p = sub.add_parser("report", help="a markdown + HTML report of a run for a privacy reviewer")
     p.add_argument("run_dir", help="a dpal train / improve / run / reproduce figure folder")
