@@ -8,10 +8,13 @@ from torch import nn
 
 from dpal.errors import DpalError
 from dpal.models.cnn import TFPrivacyCNN
+from dpal.models.groupnorm import SmallGNCNN, WideResNet
 
 MODELS: dict[str, Callable[[tuple[int, int, int], int], nn.Module]] = {
     "cnn-tanh": lambda shape, k: TFPrivacyCNN(shape, k, activation="tanh"),
     "cnn-relu": lambda shape, k: TFPrivacyCNN(shape, k, activation="relu"),
+    "cnn-gn": lambda shape, k: SmallGNCNN(shape, k),
+    "wrn-16-4": lambda shape, k: WideResNet(shape, k, depth=16, widen=4),
 }
 
 
