@@ -139,3 +139,34 @@ def test_non_private_is_one_flag_and_infinite_in_the_ledger(tiny_task, tmp_path)
 def test_bad_config(kwargs, message):
     with pytest.raises(DpalError, match=message):
         TrainConfig(**kwargs)
+
+
+def test_linear_probe_epochs_train_the_head_first_under_one_schedule(tiny_task, tmp_path):
+    """DP-RandP's phases II and III in one run: epoch 1 moves only the head, epoch 2 every
+    layer; one σ and q throughout, so the ledger's ε covers both phases."""
+    from dpal.models.registry import build_model
+    from dpal.training.checkpoint import load_checkpoint
+
+    config = TrainConfig(
+        dataset="synthetic",
+        model="cnn-gn",
+        epochs=2,
+        batch_size=50,
+        lr=0.5,
+        epsilon=8.0,
+        linear_probe_epochs=1,
+        ema=0.0,
+    )
+    train(config, tmp_path / "run", task=tiny_task, progress=False)
+    torch.manual_seed(config.seed)
+    init = build_model("cnn-gn", (1, 28, 28), 10).state_dict()
+    after = [load_checkpoint(c["path"])["model"] for c in list_checkpoints(tmp_path / "run")]
+    for k, v in init.items():
+        moved_in_probe = not torch.equal(after[0][k], v)
+        assert moved_in_probe == k.startswith("classifier."), k
+        if not k.startswith("classifier."):
+            assert not torch.equal(after[1][k], after[0][k]), k  # phase III trains it
+    entries = Ledger(tmp_path / "run" / "ledger.json").entries
+    assert len({(e.params["noise_multiplier"], e.params["sample_rate"]) for e in entries}) == 1
+    with pytest.raises(DpalError, match="linear-probe-epochs"):
+        TrainConfig(epochs=2, epsilon=1.0, linear_probe_epochs=3)

@@ -105,6 +105,7 @@ def cmd_train(a: argparse.Namespace) -> None:
             holdout=a.holdout,
             seed=a.seed,
             init=a.init,
+            linear_probe_epochs=a.linear_probe_epochs,
         )
         out = a.out
     result = train(config, out, data_dir=a.data_dir, resume=a.resume, progress=not a.quiet)
@@ -491,6 +492,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--init",
         help="weights pre-trained on public data (`dpal pretrain`) for every layer but the head",
+    )
+    p.add_argument(
+        "--linear-probe-epochs",
+        type=int,
+        default=0,
+        help="train only the head for the first N epochs (DP linear probing), then all layers",
     )
     p.add_argument("--max-shift", type=int, default=2, help="pixels, for --augment shift")
     p.add_argument("--delta", type=float, default=1e-5)

@@ -148,7 +148,8 @@ def learn_prior(config: PriorConfig, out: str | Path, *, progress: bool = False)
             )
             if progress:
                 print(
-                    f"phase I step {step}: align {float(align.detach()):.3f} uniform {float(uniform.detach()):.3f}",
+                    f"phase I step {step}: align {history[-1]['align']:.3f} "
+                    f"uniform {history[-1]['uniform']:.3f}",
                     flush=True,
                 )
     state = {k: v for k, v in backbone.state_dict().items() if not k.startswith("classifier.")}

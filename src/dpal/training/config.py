@@ -45,6 +45,9 @@ class TrainConfig:
     # Weights learned from public data only (`dpal pretrain`), for every layer but the head.
     # DP-SGD's guarantee holds for any initialisation chosen without the private data.
     init: str | None = None
+    # DP-RandP: the first epochs train only the classifier head (DP linear probing of the
+    # initialisation's features), the rest every layer; the same σ and q throughout.
+    linear_probe_epochs: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs <= 0:
@@ -67,6 +70,11 @@ class TrainConfig:
             raise DpalError(f"--augment-copies must be ≥ 1, got {self.augment_copies}.")
         if self.augment_copies > 1 and self.augment == "none":
             raise DpalError("--augment-copies > 1 needs --augment shift or shift-flip.")
+        if not 0 <= self.linear_probe_epochs <= self.epochs:
+            raise DpalError(
+                f"--linear-probe-epochs must be in [0, --epochs = {self.epochs}], "
+                f"got {self.linear_probe_epochs}."
+            )
         if self.holdout < 0:
             raise DpalError(f"--holdout must be ≥ 0, got {self.holdout}.")
         check_delta(self.delta)

@@ -85,7 +85,7 @@ def rotation_pretrain(
             seen += len(yb)
         if progress:
             print(f"rotation epoch {epoch + 1}: train accuracy {correct / seen:.3f}", flush=True)
-    head = _head_name(model)
+    head = head_name(model)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith(head + ".")}
     payload = {
         "state": state,
@@ -102,7 +102,7 @@ def rotation_pretrain(
     return out
 
 
-def _head_name(model: nn.Module) -> str:
+def head_name(model: nn.Module) -> str:
     """The last ``nn.Linear``: the classifier head, replaced when the weights are reused."""
     last = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not last:
@@ -121,7 +121,7 @@ def load_public_init(model: nn.Module, path: str | Path, model_name: str) -> dic
             f"--init {path} holds weights of {payload['model']!r}, not {model_name!r}; "
             f"train with --model {payload['model']} or pre-train a {model_name}."
         )
-    head = _head_name(model)
+    head = head_name(model)
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(head + ".")}
     state = payload["state"]
     if set(own) != set(state) or any(own[k].shape != state[k].shape for k in own):

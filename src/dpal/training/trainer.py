@@ -44,7 +44,7 @@ from dpal.training.checkpoint import (
 from dpal.training.config import TrainConfig
 from dpal.training.dpsgd import private_gradient
 from dpal.training.evaluate import accuracy
-from dpal.training.rotation import load_public_init
+from dpal.training.rotation import head_name, load_public_init
 from dpal.training.sampling import poisson_batches, shuffled_batches
 
 MECHANISM = "dpsgd:train"
@@ -160,6 +160,8 @@ def train(
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             ckpt = checkpoint_path(out, epoch)
+            # DP linear probing, then full fine-tuning (DP-RandP): one schedule, one σ, one ledger
+            _train_head_only(model, epoch <= config.linear_probe_epochs)
             if config.private:
                 entry = ledger.record_dpsgd(
                     noise_multiplier=sigma,
@@ -206,7 +208,7 @@ def train(
                         engine=config.engine,
                     )
                     for name, p in model.named_parameters():
-                        p.grad = grads[name]
+                        p.grad = grads.get(name)  # None for frozen parameters
                 else:
                     optimizer.zero_grad(set_to_none=True)
                     F.cross_entropy(model(xb), yb).backward()
@@ -327,6 +329,14 @@ def _write_run_config(
         "note": "hyper-parameter choices are not privacy-accounted",
     }
     atomic_write_text(out / "run.json", json.dumps(payload, indent=1))
+
+
+def _train_head_only(model: nn.Module, head_only: bool) -> None:
+    """Freeze every parameter but the classifier head's (the last ``nn.Linear``), or none.
+    Clipping then bounds the norm of the trainable parameters' gradient: sensitivity stays C."""
+    head = head_name(model)
+    for name, p in model.named_parameters():
+        p.requires_grad_(not head_only or name.startswith(head + "."))
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int, total: int) -> None:
