@@ -402,6 +402,20 @@ def cmd_randp_generate(a: argparse.Namespace) -> None:
     print(f"{a.n} {a.kind} images ({a.size}×{a.size}×{a.channels}) → {a.out}")
 
 
+def cmd_randp_run(a: argparse.Namespace) -> None:
+    from dpal.randp.run import RandpConfig, run_randp
+
+    config = RandpConfig(
+        dataset=a.dataset, epsilons=tuple(a.epsilon), recipe=a.recipe, seeds=a.seeds
+    )
+    out = a.out or f"runs/randp-{a.dataset}-{a.recipe}"
+    rows = run_randp(config, out, data_dir=a.data_dir, device=a.device)
+    from dpal.randp.run import randp_table
+
+    print(randp_table(rows))
+    print(f"cells, table and figure in {out}/")
+
+
 def cmd_report(a: argparse.Namespace) -> None:
     from dpal.report import write_report
 
@@ -623,6 +637,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="randp_samples.png")
     p.set_defaults(func=cmd_randp_generate)
+    p = randp.add_parser(
+        "run", help="prior from random processes, DP linear probe, DP fine-tuning; baselines"
+    )
+    p.add_argument("--dataset", default="cifar10")
+    p.add_argument("--epsilon", type=float, nargs="+", default=[1.0, 3.0, 8.0])
+    p.add_argument("--recipe", default="cpu", choices=("cpu", "full"))
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the full recipe wants a GPU)")
+    p.add_argument("--out")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_randp_run)
 
     p = sub.add_parser("report", help="a markdown + HTML report of a run for a privacy reviewer")
     p.add_argument("run_dir", help="a dpal train / improve / run / reproduce figure folder")

@@ -1,0 +1,85 @@
+"""`dpal randp run` at toy scale: both recipes' shapes, the baselines in the same runner, one
+ledger covering the linear-probe and fine-tuning phases, resumable cells."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from dpal.data.tasks import Task
+from dpal.errors import DpalError
+from dpal.privacy.ledger import Ledger
+from dpal.randp.run import RECIPES, RandpConfig, run_randp
+from tests.conftest import make_images
+
+
+@pytest.fixture
+def color_task() -> Task:
+    shape = (16, 16, 3)
+    return Task(
+        name="synthetic-rgb",
+        private=make_images(200, seed=0, shape=shape),
+        test=make_images(100, seed=1, shape=shape),
+    )
+
+
+def test_cpu_recipe_with_baselines_at_toy_scale(tmp_path, color_task):
+    recipe = RECIPES["cpu"]
+    config = RandpConfig(
+        dataset="synthetic-rgb",
+        epsilons=(2.0, 8.0),
+        prior=replace(recipe.prior, steps=4, batch_size=16),
+        train=replace(recipe.train, epochs=3, linear_probe_epochs=1, batch_size=50),
+    )
+    rows = run_randp(config, tmp_path, task=color_task, progress=False)
+    arms = [(r["arm"], r["epsilon_target"]) for r in rows]
+    assert arms == [
+        ("dp-randp", 2.0),
+        ("dp-scratch", 2.0),
+        ("non-private", None),
+        ("dp-randp", 8.0),
+        ("dp-scratch", 8.0),
+    ]
+    for r in rows:
+        if r["epsilon_target"] is not None:
+            assert r["epsilon"] <= r["epsilon_target"] + 1e-6
+    # the prior is learned once per seed and read by the DP-RandP runs only
+    assert (tmp_path / "prior" / "seed0.pt").exists()
+    randp_run = tmp_path / "seed0" / "dp-randp-eps2.0" / "run"
+    run_cfg = json.loads((randp_run / "run.json").read_text())["config"]
+    assert run_cfg["init"].endswith("prior/seed0.pt") and run_cfg["linear_probe_epochs"] == 1
+    scratch = json.loads(
+        (tmp_path / "seed0" / "dp-scratch-eps2.0" / "run" / "run.json").read_text()
+    )
+    assert scratch["config"]["init"] is None and scratch["config"]["epochs"] == 3
+    # both phases in one ledger: 3 epochs of one DP-SGD schedule, nothing for phase I
+    entries = Ledger(randp_run / "ledger.json").entries
+    assert [e.kind for e in entries] == ["dpsgd"] * 3
+    assert (tmp_path / "results.md").exists() and (tmp_path / "accuracy_vs_epsilon.png").exists()
+    again = run_randp(config, tmp_path, task=color_task, progress=False)  # all cells finished
+    assert again == rows
+
+
+def test_full_recipe_runs_a_few_steps_at_toy_scale(tmp_path, color_task):
+    recipe = RECIPES["full"]
+    assert recipe.train.model == "wrn-16-4" and recipe.train.augment_copies == 16
+    assert recipe.train.batch_size == 4096
+    config = RandpConfig(
+        dataset="synthetic-rgb",
+        epsilons=(8.0,),
+        recipe="full",
+        arms=("dp-randp",),
+        prior=replace(recipe.prior, steps=1, batch_size=4),
+        train=replace(
+            recipe.train, epochs=2, linear_probe_epochs=1, batch_size=40, augment_copies=2
+        ),
+    )
+    (row,) = run_randp(config, tmp_path, task=color_task, progress=False)
+    assert row["arm"] == "dp-randp" and 0 <= row["test_accuracy"] <= 1
+
+
+def test_bad_recipe_or_arm():
+    with pytest.raises(DpalError, match="recipe"):
+        RandpConfig(recipe="gpu")
+    with pytest.raises(DpalError, match="arms"):
+        RandpConfig(arms=("dp-magic",))
