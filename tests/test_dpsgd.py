@@ -48,9 +48,10 @@ class WithGroupNorm(nn.Module):  # a model the layer engine does not cover
 @pytest.mark.parametrize("engine", ["layers", "torch.func"])
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 @pytest.mark.parametrize("clip", [0.05, 1.0, math.inf])
-def test_clipped_sum_equals_per_example_loop(engine, shape, clip):
+@pytest.mark.parametrize("name", ["cnn-tanh", "cnn-gn"])
+def test_clipped_sum_equals_per_example_loop(engine, shape, clip, name):
     torch.manual_seed(0)
-    model = build_model("cnn-tanh", shape, 10)
+    model = build_model(name, shape, 10)
     x, y = torch.randn(9, *shape), torch.randint(0, 10, (9,))
     got, norms = clipped_sum_of(model, x, y, clip, engine=engine)
     want, want_norms = slow_clipped_sum(model, x, y, clip)

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 
-def _gn(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(16, channels // 4) or 1, channels)
+def _gn(channels: int, affine: bool = True) -> nn.GroupNorm:
+    return nn.GroupNorm(min(16, channels // 4) or 1, channels, affine=affine)
 
 
 class SmallGNCNN(nn.Module):
@@ -31,8 +31,11 @@ class SmallGNCNN(nn.Module):
         layers: list[nn.Module] = []
         widths = (width, 2 * width, 4 * width)
         for stage, w in enumerate(widths):
-            layers += [nn.Conv2d(c, w, 3, padding=1), _gn(w), nn.ReLU()]
-            layers += [nn.Conv2d(w, w, 3, padding=1), _gn(w), nn.ReLU()]
+            # GroupNorm without a learned affine (the conv biases shift anyway): every trainable
+            # parameter is then a Conv2d or Linear one, which the fast per-example engine
+            # (dpal.training.layer_grads) handles — 2–3× faster than torch.func here.
+            layers += [nn.Conv2d(c, w, 3, padding=1), _gn(w, affine=False), nn.ReLU()]
+            layers += [nn.Conv2d(w, w, 3, padding=1), _gn(w, affine=False), nn.ReLU()]
             if stage < len(widths) - 1:
                 layers.append(nn.AvgPool2d(2))
             c = w
