@@ -1,0 +1,162 @@
+"""AdaMix's private gradient (Golatkar et al., CVPR 2022, "Mixed Differential Privacy in
+Computer Vision"): DP-SGD that leans on a small labelled *public* set at every step.
+
+At parameters θ (released by the previous steps), with public examples P and a Poisson batch B:
+
+1. **Subspace.** U = the top-k right singular vectors of the public per-example gradient matrix
+   G_P (|P| × d) at θ; U is d × k with orthonormal columns.
+2. **Adaptive clip.** C = the ``clip_quantile`` quantile of the public projected gradient norms
+   ‖Uᵀ∇ℓ_j(θ)‖, j ∈ P (or the fixed clip bound when no quantile is given).
+3. **Private step.** s = Σ_{i∈B} clip_C(Uᵀ∇ℓ_i(θ)) + N(0, σ²C²·I_k), then ĝ = U s / (q·N).
+4. **Mixing.** g = (1 − λ)·ĝ + λ·ḡ_P with ḡ_P the public mean gradient; λ constant, or chosen by
+   inverse variance: λ = v̂/(v̂ + v_P) with v̂ = kσ²C²/(qN)² the variance of the noise in ĝ and
+   v_P = tr Cov_P(U Uᵀ∇ℓ_j)/|P| that of the public mean — more public weight when σ is larger,
+   i.e. when ε is smaller.
+
+**Sensitivity (add/remove-one).** U, C and λ are functions of θ and the public data only, and θ
+is the output of the earlier (already accounted) steps, so they are fixed when the private batch
+is read (adaptive composition). Adding or removing one private example adds or removes one term
+clip_C(Uᵀ∇ℓ_i) of norm ≤ C from s: the L2 sensitivity of s is C, exactly as in DP-SGD, and the
+noise σC makes each step the subsampled Gaussian mechanism with multiplier σ. Everything after
+the noise (U·, /(qN), the mix with public quantities) is post-processing. The ledger therefore
+records the same ``DpsgdSchedule(σ, q, steps)`` as DP-SGD. The noise has k coordinates instead of
+d: its norm is σC√k, not σC√d — the point of the projection.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dpal.training import layer_grads
+from dpal.training.dpsgd import Params, per_example_gradients
+
+
+@dataclass(frozen=True)
+class AdamixStep:
+    """One step's public quantities (free) and the released gradient."""
+
+    gradient: Params
+    clip: float
+    mix: float
+    rank: int
+
+
+def _flat(per_example: Params) -> torch.Tensor:
+    return torch.cat([g.flatten(1) for g in per_example.values()], dim=1)
+
+
+def _unflat(vector: torch.Tensor, like: Params) -> Params:
+    out, start = {}, 0
+    for name, g in like.items():
+        size = g[0].numel()
+        out[name] = vector[start : start + size].view(g.shape[1:])
+        start += size
+    return out
+
+
+def public_subspace(public_grads: torch.Tensor, rank: int) -> torch.Tensor:
+    """d × k orthonormal basis of the top-``rank`` right singular vectors of ``public_grads``."""
+    k = min(rank, *public_grads.shape)
+    _, _, vh = torch.linalg.svd(public_grads, full_matrices=False)
+    return vh[:k].T.contiguous()
+
+
+def adamix_gradient(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    public_x: torch.Tensor,
+    public_y: torch.Tensor,
+    *,
+    rank: int,
+    clip: float,
+    clip_quantile: float | None,
+    mix: float | str,
+    noise_multiplier: float,
+    expected_batch_size: float,
+    generator: torch.Generator,
+) -> AdamixStep:
+    """The released AdaMix gradient of the module docstring for one Poisson batch ``x, y``.
+
+    ``rank`` 0: no projection (clip and noise in all d coordinates). ``mix``: a weight in
+    [0, 1], or ``"inverse-variance"``.
+    """
+    pub = per_example_gradients(model, public_x, public_y)
+    g_pub = _flat(pub)  # |P| × d, public: free
+    basis = public_subspace(g_pub, rank) if rank > 0 else None
+    proj_pub = g_pub @ basis if basis is not None else g_pub
+    c = float(torch.quantile(proj_pub.norm(dim=1), clip_quantile)) if clip_quantile else clip
+    c = max(c, 1e-8)
+
+    dim = proj_pub.shape[1]
+    summed = torch.zeros(dim, dtype=g_pub.dtype)
+    if len(x):
+        priv = _flat(per_example_gradients(model, x, y))
+        proj = priv @ basis if basis is not None else priv
+        factors = layer_grads.clip_factors(proj.norm(dim=1), c)
+        summed = (factors[:, None] * proj).sum(0)
+    noise = torch.randn(dim, generator=generator, dtype=summed.dtype) * noise_multiplier * c
+    private_part = (summed + noise) / expected_batch_size
+    if basis is not None:
+        private_part = basis @ private_part
+
+    public_mean = g_pub.mean(0)
+    if mix == "inverse-variance":
+        v_noise = dim * (noise_multiplier * c / expected_batch_size) ** 2
+        in_span = proj_pub @ basis.T if basis is not None else proj_pub
+        v_public = float(in_span.var(dim=0, unbiased=True).sum()) / max(len(g_pub), 1)
+        weight = v_noise / (v_noise + v_public) if v_noise + v_public > 0 else 0.0
+    else:
+        weight = float(mix)
+        if not 0 <= weight <= 1:
+            raise ValueError(f"mix must be in [0, 1] or 'inverse-variance', got {mix!r}")
+    if weight > 0 and basis is not None:
+        public_mean_in = basis @ (basis.T @ public_mean)  # the public step in the same subspace
+    else:
+        public_mean_in = public_mean
+    combined = (1 - weight) * private_part + weight * public_mean_in
+    return AdamixStep(_unflat(combined, pub), c, weight, dim if basis is not None else 0)
+
+
+def noiseless_projected_sum(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    public_x: torch.Tensor,
+    public_y: torch.Tensor,
+    *,
+    rank: int,
+    clip: float,
+) -> torch.Tensor:
+    """s without noise (the quantity whose sensitivity the docstring derives), for tests."""
+    g_pub = _flat(per_example_gradients(model, public_x, public_y))
+    basis = public_subspace(g_pub, rank)
+    proj = _flat(per_example_gradients(model, x, y)) @ basis
+    factors = layer_grads.clip_factors(proj.norm(dim=1), clip)
+    return (factors[:, None] * proj).sum(0)
+
+
+def signal_to_noise(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    public_x: torch.Tensor,
+    public_y: torch.Tensor,
+    *,
+    rank: int,
+    clip: float,
+    noise_multiplier: float,
+) -> float:
+    """‖clipped sum‖ / E‖noise‖ for one batch, with (``rank`` > 0) or without projection:
+    the projection's effect on the gradient's signal-to-noise ratio."""
+    priv = _flat(per_example_gradients(model, x, y))
+    if rank > 0:
+        basis = public_subspace(_flat(per_example_gradients(model, public_x, public_y)), rank)
+        priv = priv @ basis
+    factors = layer_grads.clip_factors(priv.norm(dim=1), clip)
+    signal = float((factors[:, None] * priv).sum(0).norm())
+    return signal / (noise_multiplier * clip * math.sqrt(priv.shape[1]))

@@ -1,0 +1,102 @@
+"""AdaMix's gradient: the sensitivity of the projected clipped sum on neighbouring datasets, the
+noise's scale and subspace, the adaptive threshold and mixing weight read only public data."""
+
+import math
+
+import pytest
+import torch
+
+from dpal.models.registry import build_model
+from dpal.training.adamix import (
+    adamix_gradient,
+    noiseless_projected_sum,
+    public_subspace,
+    signal_to_noise,
+)
+
+
+@pytest.fixture
+def setup():
+    torch.manual_seed(0)
+    model = build_model("cnn-tanh", (1, 28, 28), 10)
+    x, y = torch.randn(12, 1, 28, 28), torch.randint(0, 10, (12,))
+    px, py = torch.randn(20, 1, 28, 28), torch.randint(0, 10, (20,))
+    return model, x, y, px, py
+
+
+@pytest.mark.parametrize("clip", [1e-3, 0.1, 10.0])
+def test_sensitivity_is_the_clip_bound_on_neighbouring_batches(setup, clip):
+    model, x, y, px, py = setup
+    with_z = noiseless_projected_sum(model, x, y, px, py, rank=8, clip=clip)
+    without = noiseless_projected_sum(model, x[1:], y[1:], px, py, rank=8, clip=clip)
+    gap = float((with_z - without).norm())
+    assert gap <= clip * (1 + 1e-5)
+    if clip == 1e-3:  # every projected gradient exceeds it: the bound is attained
+        assert gap == pytest.approx(clip, rel=1e-4)
+
+
+def test_noise_has_scale_sigma_c_and_lives_in_the_public_subspace(setup):
+    model, _, _, px, py = setup
+    empty_x, empty_y = torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long)
+    gen = torch.Generator().manual_seed(1)
+    sigma, clip, qn, rank = 2.0, 0.5, 40.0, 6
+    basis = public_subspace(
+        torch.cat([g.flatten(1) for g in _per_example(model, px, py).values()], 1), rank
+    )
+    draws = []
+    for _ in range(400):
+        step = adamix_gradient(
+            model,
+            empty_x,
+            empty_y,
+            px,
+            py,
+            rank=rank,
+            clip=clip,
+            clip_quantile=None,
+            mix=0.0,
+            noise_multiplier=sigma,
+            expected_batch_size=qn,
+            generator=gen,
+        )
+        draws.append(torch.cat([g.flatten() for g in step.gradient.values()]) * qn)
+    d = torch.stack(draws)
+    coords = d @ basis  # noise in the subspace coordinates
+    assert coords.std(0).mean() == pytest.approx(sigma * clip, rel=0.08)
+    outside = d - coords @ basis.T
+    assert float(outside.norm(dim=1).max()) < 1e-4 * float(d.norm(dim=1).mean())
+    assert float(d.norm(dim=1).mean()) == pytest.approx(sigma * clip * math.sqrt(rank), rel=0.1)
+
+
+def _per_example(model, x, y):
+    from dpal.training.dpsgd import per_example_gradients
+
+    return per_example_gradients(model, x, y)
+
+
+def test_adaptive_clip_and_mixing_read_public_data_only(setup):
+    model, x, y, px, py = setup
+    gen = torch.Generator().manual_seed(0)
+    kw = dict(rank=8, clip=1.0, expected_batch_size=12.0, generator=gen)
+    a = adamix_gradient(model, x, y, px, py, clip_quantile=0.5, mix=0.0, noise_multiplier=1.0, **kw)
+    b = adamix_gradient(
+        model, x[:3], y[:3], px, py, clip_quantile=0.5, mix=0.0, noise_multiplier=1.0, **kw
+    )
+    assert a.clip == b.clip  # the private batch does not move the threshold
+    proj = torch.cat([g.flatten(1) for g in _per_example(model, px, py).values()], 1)
+    norms = (proj @ public_subspace(proj, 8)).norm(dim=1)
+    assert a.clip == pytest.approx(float(norms.median()), rel=1e-4)
+    low = adamix_gradient(
+        model, x, y, px, py, clip_quantile=None, mix="inverse-variance", noise_multiplier=0.5, **kw
+    )
+    high = adamix_gradient(
+        model, x, y, px, py, clip_quantile=None, mix="inverse-variance", noise_multiplier=8.0, **kw
+    )
+    assert 0 < low.mix < high.mix < 1  # more noise (smaller ε): more weight on public data
+
+
+def test_projection_raises_the_signal_to_noise_ratio(setup):
+    model, x, y, px, py = setup
+    full = signal_to_noise(model, x, y, px, py, rank=0, clip=1.0, noise_multiplier=1.0)
+    projected = signal_to_noise(model, x, y, px, py, rank=8, clip=1.0, noise_multiplier=1.0)
+    assert projected > 5 * full  # noise over 8 coordinates instead of 26,010
