@@ -416,6 +416,21 @@ def cmd_randp_run(a: argparse.Namespace) -> None:
     print(f"cells, table and figure in {out}/")
 
 
+def cmd_adamix_run(a: argparse.Namespace) -> None:
+    from dpal.methods.adamix import AdamixConfig, adamix_table, run_adamix
+
+    config = AdamixConfig(
+        dataset=a.dataset,
+        public_per_class=a.public_per_class,
+        epsilons=tuple(a.epsilon),
+        seeds=a.seeds,
+    )
+    out = a.out or f"runs/adamix-{a.dataset}-k{a.public_per_class}"
+    rows = run_adamix(config, out, data_dir=a.data_dir)
+    print(adamix_table(rows))
+    print(f"cells, table and figure in {out}/")
+
+
 def cmd_report(a: argparse.Namespace) -> None:
     from dpal.report import write_report
 
@@ -610,6 +625,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_dir(p)
     p.set_defaults(func=cmd_reproduce)
+
+    adamix = sub.add_parser(
+        "adamix", help="AdaMix: few-shot public model, then adaptive private fine-tuning"
+    ).add_subparsers(dest="adamix_command", required=True)
+    p = adamix.add_parser("run", help="AdaMix, its ablations and baselines at each ε")
+    p.add_argument("--dataset", default="mnist-offline")
+    p.add_argument("--public-per-class", type=int, default=10)
+    p.add_argument("--epsilon", type=float, nargs="+", default=[1.0, 3.0, 8.0])
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--out")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_adamix_run)
 
     p = sub.add_parser(
         "pretrain", help="self-supervised rotation pre-training on a public split (free)"

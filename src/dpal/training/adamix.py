@@ -93,13 +93,14 @@ def adamix_gradient(
     c = max(c, 1e-8)
 
     dim = proj_pub.shape[1]
-    summed = torch.zeros(dim, dtype=g_pub.dtype)
+    summed = torch.zeros(dim, dtype=g_pub.dtype, device=g_pub.device)
     if len(x):
         priv = _flat(per_example_gradients(model, x, y))
         proj = priv @ basis if basis is not None else priv
         factors = layer_grads.clip_factors(proj.norm(dim=1), c)
         summed = (factors[:, None] * proj).sum(0)
-    noise = torch.randn(dim, generator=generator, dtype=summed.dtype) * noise_multiplier * c
+    noise = torch.randn(dim, generator=generator, dtype=summed.dtype, device=summed.device)
+    noise = noise * noise_multiplier * c
     private_part = (summed + noise) / expected_batch_size
     if basis is not None:
         private_part = basis @ private_part

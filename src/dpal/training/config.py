@@ -48,6 +48,15 @@ class TrainConfig:
     # DP-RandP: the first epochs train only the classifier head (DP linear probing of the
     # initialisation's features), the rest every layer; the same σ and q throughout.
     linear_probe_epochs: int = 0
+    # AdaMix (dpal.training.adamix): a labelled *public* set (npz with x, y) read at every step
+    # for the top-k gradient subspace (projection_rank; 0 = none), the clip bound (a quantile of
+    # the public projected norms; None = ``clip``) and the public gradient mixed in
+    # (public_mix: a weight in [0, 1] or "inverse-variance").
+    public_set: str | None = None
+    projection_rank: int = 0
+    clip_quantile: float | None = None
+    public_mix: float | str = 0.0
+    public_batch: int = 256
 
     def __post_init__(self) -> None:
         if self.epochs <= 0:
@@ -75,6 +84,25 @@ class TrainConfig:
                 f"--linear-probe-epochs must be in [0, --epochs = {self.epochs}], "
                 f"got {self.linear_probe_epochs}."
             )
+        adamix = self.projection_rank or self.clip_quantile is not None or self.public_mix != 0.0
+        if adamix and self.public_set is None:
+            raise DpalError(
+                "--projection-rank, --clip-quantile and --public-mix read a labelled public set: "
+                "give --public-set PATH.npz."
+            )
+        if self.projection_rank < 0 or self.public_batch < 2:
+            raise DpalError("--projection-rank must be ≥ 0 and --public-batch ≥ 2.")
+        if self.clip_quantile is not None and not 0 < self.clip_quantile <= 1:
+            raise DpalError(f"--clip-quantile must be in (0, 1], got {self.clip_quantile}.")
+        if self.public_mix != "inverse-variance" and not (
+            isinstance(self.public_mix, int | float) and 0 <= self.public_mix <= 1
+        ):
+            raise DpalError(
+                f"--public-mix must be a weight in [0, 1] or 'inverse-variance', "
+                f"got {self.public_mix!r}."
+            )
+        if self.public_set is not None and self.augment_copies > 1:
+            raise DpalError("AdaMix (--public-set) does not combine with --augment-copies > 1.")
         if self.holdout < 0:
             raise DpalError(f"--holdout must be ≥ 0, got {self.holdout}.")
         check_delta(self.delta)

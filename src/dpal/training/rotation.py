@@ -111,7 +111,8 @@ def head_name(model: nn.Module) -> str:
 
 
 def load_public_init(model: nn.Module, path: str | Path, model_name: str) -> dict[str, Any]:
-    """Copy the pre-trained weights of ``path`` into every layer of ``model`` but its head."""
+    """Copy weights learned on public data into ``model``: every layer but the head (a prior
+    from another task), or every layer (a public model of this task, as AdaMix starts from)."""
     path = Path(path)
     if not path.exists():
         raise DpalError(f"--init {path}: no such file; create it with `dpal pretrain`.")
@@ -122,12 +123,16 @@ def load_public_init(model: nn.Module, path: str | Path, model_name: str) -> dic
             f"train with --model {payload['model']} or pre-train a {model_name}."
         )
     head = head_name(model)
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith(head + ".")}
+    full = model.state_dict()
+    body = {k for k in full if not k.startswith(head + ".")}
     state = payload["state"]
-    if set(own) != set(state) or any(own[k].shape != state[k].shape for k in own):
+    # every layer but the head must be there; the head too when the weights are for this task
+    if not body <= set(state) or any(
+        k not in full or full[k].shape != v.shape for k, v in state.items()
+    ):
         raise DpalError(
-            f"--init {path} was pre-trained on images of shape {payload['image_shape']}; "
-            "it does not fit this dataset's images."
+            f"--init {path} was pre-trained on images of shape {payload['image_shape']} "
+            f"with {payload.get('num_classes', 'other')} outputs; it does not fit this task."
         )
     model.load_state_dict(state, strict=False)
     return {k: v for k, v in payload.items() if k != "state"}

@@ -118,6 +118,7 @@ def train(
     noise_gen = torch.Generator(device=device).manual_seed(int(seeds[1]))
     x, y = (t.to(device) for t in task.private.tensors())
     n = len(x)
+    public = _public_set(config, task)
 
     if config.private:
         sigma, q = (
@@ -195,7 +196,11 @@ def train(
                         generator=augment_gen,
                     )
                     yb = yb.repeat_interleave(config.augment_copies)
-                if config.private:
+                if config.private and public is not None:
+                    grads = _adamix_step(
+                        model, xb, yb, public, config, sigma, q * n, noise_gen, step
+                    )
+                elif config.private:
                     grads = private_gradient(
                         model,
                         xb,
@@ -329,6 +334,55 @@ def _write_run_config(
         "note": "hyper-parameter choices are not privacy-accounted",
     }
     atomic_write_text(out / "run.json", json.dumps(payload, indent=1))
+
+
+def _public_set(config: TrainConfig, task: Task) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """AdaMix's labelled public examples, as tensors (public: read freely, never ledgered)."""
+    if config.public_set is None:
+        return None
+    from dpal.data.arrays import load_npz
+
+    public = load_npz(config.public_set, name="public set", num_classes=task.num_classes)
+    if public.image_shape != task.image_shape:
+        raise DpalError(
+            f"--public-set {config.public_set} has images of shape {public.image_shape}, the "
+            f"private data {task.image_shape}."
+        )
+    return public.tensors()
+
+
+def _adamix_step(
+    model: nn.Module,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    public: tuple[torch.Tensor, torch.Tensor],
+    config: TrainConfig,
+    sigma: float,
+    expected_batch_size: float,
+    noise_gen: torch.Generator,
+    step: int,
+) -> dict[str, torch.Tensor]:
+    from dpal.training.adamix import adamix_gradient
+
+    px, py = public
+    if len(px) > config.public_batch:  # a public subset, seeded by the step: resume-safe
+        pick = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        idx = torch.randperm(len(px), generator=pick)[: config.public_batch]
+        px, py = px[idx], py[idx]
+    return adamix_gradient(
+        model,
+        xb,
+        yb,
+        px.to(xb.device),
+        py.to(xb.device),
+        rank=config.projection_rank,
+        clip=config.clip,
+        clip_quantile=config.clip_quantile,
+        mix=config.public_mix,
+        noise_multiplier=sigma,
+        expected_batch_size=expected_batch_size,
+        generator=noise_gen,
+    ).gradient
 
 
 def _train_head_only(model: nn.Module, head_only: bool) -> None:
