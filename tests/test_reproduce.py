@@ -56,7 +56,7 @@ def tiny(figure: str, dataset: str):
     )
     return {
         "fig1": Fig1Config(experiment=ex),
-        "fig3": Fig3Config(curves=ex, harsh_label=3),
+        "fig3": Fig3Config(curves=ex, harsh_label=3, wide_extra_candidates=100),
         "fig4": Fig4Config(
             dataset=dataset,
             epsilon_dp=8.0,
@@ -114,6 +114,7 @@ def test_pollution_table_states_the_gap_and_polluted_counts(tmp_path, npz_datase
     reproduce("fig3", tiny("fig3", npz_dataset), tmp_path, progress=False)
     table = (tmp_path / "fig3" / "results.md").read_text()
     assert "| rejects | 20 |" in table and "| labels as a class | 20 |" in table
+    assert "| rejects; k = N + 100 | 20 |" in table
     assert "(2 seeds)" in table
 
 

@@ -50,6 +50,9 @@ class Fig3Config:
     )
     harsh_label: int | None = 0  # the harsher annotator's class for non-digits; None: skip
     harsh_methods: tuple[str, ...] = ("diverse-public", "near-private")
+    # A wider candidate set (k = N + this): the top-k uncertain points of a polluted pool are
+    # mostly non-digits, so with a small k NearPrivate can only choose among them. None: skip.
+    wide_extra_candidates: int | None = 10_000
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -208,9 +208,17 @@ def _fig3(
         harsh_ex = replace(ex, methods=config.harsh_methods, label_polluted_as=config.harsh_label)
         harsh = _curves(harsh_ex, fig_dir / "harsh", dp_root, task, plot_only, progress)
         harsh = [{**r, "method": f"{r['method']} [harsh]"} for r in harsh if r["n_labeled"] > 0]
-    rows = rows + harsh
+    wide: list[dict[str, Any]] = []
+    wide_tag = f" [k=N+{config.wide_extra_candidates}]"
+    if config.wide_extra_candidates is not None:
+        wide_ex = replace(
+            ex, methods=config.harsh_methods, extra_candidates=config.wide_extra_candidates
+        )
+        wide = _curves(wide_ex, fig_dir / "wide", dp_root, task, plot_only, progress)
+        wide = [{**r, "method": r["method"] + wide_tag} for r in wide if r["n_labeled"] > 0]
+    rows = rows + harsh + wide
     table = markdown_table(rows)
-    table += "\n" + pollution_gap_table(rows)
+    table += "\n" + pollution_gap_table(rows, wide_tag)
     _write(fig_dir, rows, table)
     baselines = [m for m in ("random", "entropy", "margin") if m in ex.methods]
     panels = [
@@ -224,11 +232,18 @@ def _fig3(
                 ["diverse-public [harsh]", f"{EQUAL_EPSILON} [harsh]"],
             )
         )
+    if wide:
+        panels.append(
+            (
+                f"({'d' if harsh else 'c'}) candidates k = N + {config.wide_extra_candidates}",
+                ["diverse-public" + wide_tag, EQUAL_EPSILON + wide_tag],
+            )
+        )
     plot(rows, fig_dir / "fig3.png", panels=panels)
     return rows
 
 
-def pollution_gap_table(rows: list[dict[str, Any]]) -> str:
+def pollution_gap_table(rows: list[dict[str, Any]], wide_tag: str = "") -> str:
     """NearPrivate (equal ε) − DiversePublic per N, paired by seed, with the polluted images
     each bought — the numbers the paper's §4.3 reports."""
     lines = [
@@ -236,7 +251,10 @@ def pollution_gap_table(rows: list[dict[str, Any]]) -> str:
         " | polluted bought: DiversePublic / NearPrivate |",
         "|---|---|---|---|---|---|",
     ]
-    for suffix, who in (("", "rejects"), (" [harsh]", "labels as a class")):
+    variants = [("", "rejects"), (" [harsh]", "labels as a class")]
+    if wide_tag:
+        variants.append((wide_tag, f"rejects; k = N + {wide_tag.split('+')[1].rstrip(']')}"))
+    for suffix, who in variants:
         dp = {
             (r["seed"], r["n_labeled"]): r for r in rows if r["method"] == "diverse-public" + suffix
         }
