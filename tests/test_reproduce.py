@@ -189,6 +189,11 @@ def test_configs_round_trip_through_json(name):
         assert config_from_dict(CONFIG_CLASSES[name], json.loads(text)) == config
 
 
+def test_plot_only_without_results_says_to_run_first(tmp_path):
+    with pytest.raises(DpalError, match="run without --plot-only"):
+        reproduce("fig4", FULL["fig4"], tmp_path, plot_only=True, progress=False)
+
+
 def test_unknown_config_fields_are_refused_with_the_known_ones():
     with pytest.raises(DpalError, match=r"unknown fields.*known"):
         config_from_dict(Fig4Config, {"n_eachh": [1]})

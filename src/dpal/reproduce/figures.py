@@ -79,6 +79,8 @@ def reproduce(
     fig_dir = root / figure
     fig_dir.mkdir(parents=True, exist_ok=True)
     config_path = fig_dir / "config.json"
+    if plot_only and not any(fig_dir.rglob("cell.json")):
+        raise DpalError(f"{fig_dir} has no finished cells to plot; run without --plot-only first.")
     if config_path.exists():
         saved = config_from_dict(type(config), json.loads(config_path.read_text()))
         if saved != config and plot_only:
