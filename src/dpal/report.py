@@ -353,6 +353,18 @@ def _image_grid(x: np.ndarray, y: np.ndarray, valid: np.ndarray | None, path: Pa
     plt.close(fig)
 
 
+def _markdown_into(doc: Doc, text: str) -> None:
+    """The tables and paragraphs of a results.md, as blocks (so the HTML shows real tables)."""
+    for block in text.strip().split("\n\n"):
+        lines = [line for line in block.strip().splitlines() if line.strip()]
+        if lines and all(line.startswith("|") for line in lines):
+            cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+            body = [r for r in cells[1:] if not all(set(c) <= set("-: ") for c in r)]
+            doc.table(cells[0], body)
+        elif lines:
+            doc.p(" ".join(lines))
+
+
 def _experiment(doc: Doc, run: Path, out: Path, data_dir: str | None) -> None:
     rows = json.loads((run / "results.json").read_text())
     doc.h(2, "What was run")
@@ -364,7 +376,7 @@ def _experiment(doc: Doc, run: Path, out: Path, data_dir: str | None) -> None:
     )
     doc.h(2, "Accuracy")
     if (run / "results.md").exists():
-        doc.p((run / "results.md").read_text().strip())
+        _markdown_into(doc, (run / "results.md").read_text())
     pngs = sorted(run.glob("*.png"))
     if pngs:
         doc.h(2, "Figures")
