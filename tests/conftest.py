@@ -38,3 +38,14 @@ def make_images(n: int, *, seed: int = 0, shape=(28, 28), classes: int = 10) -> 
 @pytest.fixture
 def tiny_task() -> Task:
     return Task(name="synthetic", private=make_images(400, seed=0), test=make_images(200, seed=1))
+
+
+@pytest.fixture
+def npz_dataset(tmp_path) -> str:
+    """A synthetic task as an ``npz:`` folder (train / test / public), named like a user's."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, n, seed in (("train", 400, 0), ("test", 100, 1), ("public", 300, 2)):
+        arrays = make_images(n, seed=seed)
+        np.savez(data / f"{split}.npz", x=arrays.x[..., 0], y=arrays.y)
+    return f"npz:{data}"

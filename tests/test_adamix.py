@@ -44,7 +44,7 @@ def test_noise_has_scale_sigma_c_and_lives_in_the_public_subspace(setup):
         torch.cat([g.flatten(1) for g in _per_example(model, px, py).values()], 1), rank
     )
     draws = []
-    for _ in range(400):
+    for _ in range(200):
         step = adamix_gradient(
             model,
             empty_x,

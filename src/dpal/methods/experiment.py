@@ -273,9 +273,13 @@ def plot(
     every = list(dict.fromkeys(s["method"] for s in summary if s["n_labeled"] > 0))
     panels = panels or [("Improving a DP model with public labels", every)]
     colour = {m: f"C{i % 10}" for i, m in enumerate(every)}  # one colour per method, all panels
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.4), squeeze=False)
+    cols = len(panels) if len(panels) <= 2 else 2
+    rows_ = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(6.4 * cols, 4.4 * rows_), squeeze=False)
     base = [s for s in summary if s["n_labeled"] == 0]
-    for ax, (title, methods) in zip(axes[0], panels, strict=True):
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
+    for ax, (title, methods) in zip(axes.flat, panels, strict=False):
         for method in methods:
             pts = sorted(
                 (s for s in summary if s["method"] == method and s["n_labeled"] > 0),

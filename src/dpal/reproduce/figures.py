@@ -19,8 +19,8 @@ from __future__ import annotations
 import functools
 import json
 import statistics
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,35 +99,37 @@ def reproduce(
         "fig5": _fig5,
     }
     return runner[figure](
-        config,
-        fig_dir,
-        dp_root=root / "dp",
-        data_dir=data_dir,
-        task=task,
-        plot_only=plot_only,
-        progress=progress,
+        config, FigureRun(fig_dir, root / "dp", data_dir, task, plot_only, progress)
     )
 
 
-def _task(dataset: str, task: Task | None, data_dir: str | None) -> Task:
-    task = task or load_task(dataset, data_dir=data_dir)
-    if task.public is None:
-        raise DpalError(f"task {dataset!r} has no public pool to buy labels from.")
-    return task
+@dataclass(frozen=True)
+class FigureRun:
+    """Where one figure runs, and whether it trains or only re-plots finished cells."""
 
+    fig_dir: Path
+    dp_root: Path  # DP models shared by every figure under the same --out
+    data_dir: str | None
+    task: Task | None  # a task given directly (tests); else loaded by name
+    plot_only: bool
+    progress: bool
 
-def _curves(
-    experiment: ExperimentConfig,
-    fig_dir: Path,
-    dp_root: Path,
-    task: Task,
-    plot_only: bool,
-    progress: bool,
-) -> list[dict[str, Any]]:
-    cells = experiment_cells(experiment, task, dp_root, progress=progress)
-    if plot_only:
-        return saved_rows(fig_dir, cells)
-    return run_cells(fig_dir, cells, progress=progress)
+    def task_for(self, dataset: str) -> Task:
+        task = self.task or load_task(dataset, data_dir=self.data_dir)
+        if task.public is None:
+            raise DpalError(f"task {dataset!r} has no public pool to buy labels from.")
+        return task
+
+    def rows(self, cells: Iterable[Cell], sub: str = "") -> list[dict[str, Any]]:
+        where = self.fig_dir / sub if sub else self.fig_dir
+        if self.plot_only:
+            return saved_rows(where, cells)
+        return run_cells(where, cells, progress=self.progress)
+
+    def curves(self, experiment: ExperimentConfig, sub: str, task: Task) -> list[dict[str, Any]]:
+        return self.rows(
+            experiment_cells(experiment, task, self.dp_root, progress=self.progress), sub
+        )
 
 
 def _write(fig_dir: Path, rows: list[dict[str, Any]], table: str) -> None:
@@ -135,20 +137,11 @@ def _write(fig_dir: Path, rows: list[dict[str, Any]], table: str) -> None:
     atomic_write_text(fig_dir / "results.md", table)
 
 
-def _fig1(
-    config: Fig1Config,
-    fig_dir: Path,
-    *,
-    dp_root: Path,
-    data_dir: str | None,
-    task: Task | None,
-    plot_only: bool,
-    progress: bool,
-) -> list[dict[str, Any]]:
+def _fig1(config: Fig1Config, run: FigureRun) -> list[dict[str, Any]]:
     ex = config.experiment
-    task = _task(ex.dataset, task, data_dir)
-    rows = _curves(ex, fig_dir / "curves", dp_root, task, plot_only, progress)
-    _write(fig_dir, rows, markdown_table(rows))
+    task = run.task_for(ex.dataset)
+    rows = run.curves(ex, "curves", task)
+    _write(run.fig_dir, rows, markdown_table(rows))
     baselines: list[str] = [
         m for m in ("random", "entropy", "margin", "diverse-public") if m in ex.methods
     ]
@@ -159,7 +152,7 @@ def _fig1(
     ]
     plot(
         rows,
-        fig_dir / "fig1.png",
+        run.fig_dir / "fig1.png",
         panels=[
             ("DiversePublic and the baselines", baselines),
             ("NearPrivate: from the final checkpoint, and at equal ε_total", near),
@@ -168,47 +161,31 @@ def _fig1(
     return rows
 
 
-def _fig2(
-    config: Fig2Config,
-    fig_dir: Path,
-    *,
-    dp_root: Path,
-    data_dir: str | None,
-    task: Task | None,
-    plot_only: bool,
-    progress: bool,
-) -> list[dict[str, Any]]:
+def _fig2(config: Fig2Config, run: FigureRun) -> list[dict[str, Any]]:
     ex = config.experiment
-    task = _task(ex.dataset, task, data_dir)
+    task = run.task_for(ex.dataset)
     assert task.public is not None
     rot = config.rotation
-    weights = dp_root.parent / "pretrain" / f"{task.name}-rotation-{rot.model}-seed{rot.seed}.pt"
-    if not weights.exists() and not plot_only:  # public images only: no ledger entry
-        rotation_pretrain(task.public, rot, weights, progress=progress)
+    weights = (
+        run.dp_root.parent / "pretrain" / f"{task.name}-rotation-{rot.model}-seed{rot.seed}.pt"
+    )
+    if not weights.exists() and not run.plot_only:  # public images only: no ledger entry
+        rotation_pretrain(task.public, rot, weights, progress=run.progress)
     ex = replace(ex, train=replace(ex.train, model=rot.model, init=str(weights)))
-    rows = _curves(ex, fig_dir / "curves", dp_root, task, plot_only, progress)
-    _write(fig_dir, rows, markdown_table(rows))
-    plot(rows, fig_dir / "fig2.png")
+    rows = run.curves(ex, "curves", task)
+    _write(run.fig_dir, rows, markdown_table(rows))
+    plot(rows, run.fig_dir / "fig2.png")
     return rows
 
 
-def _fig3(
-    config: Fig3Config,
-    fig_dir: Path,
-    *,
-    dp_root: Path,
-    data_dir: str | None,
-    task: Task | None,
-    plot_only: bool,
-    progress: bool,
-) -> list[dict[str, Any]]:
+def _fig3(config: Fig3Config, run: FigureRun) -> list[dict[str, Any]]:
     ex = config.curves
-    task = _task(ex.dataset, task, data_dir)
-    rows = _curves(ex, fig_dir / "curves", dp_root, task, plot_only, progress)
+    task = run.task_for(ex.dataset)
+    rows = run.curves(ex, "curves", task)
     harsh: list[dict[str, Any]] = []
     if config.harsh_label is not None:
         harsh_ex = replace(ex, methods=config.harsh_methods, label_polluted_as=config.harsh_label)
-        harsh = _curves(harsh_ex, fig_dir / "harsh", dp_root, task, plot_only, progress)
+        harsh = run.curves(harsh_ex, "harsh", task)
         harsh = [{**r, "method": f"{r['method']} [harsh]"} for r in harsh if r["n_labeled"] > 0]
     wide: list[dict[str, Any]] = []
     wide_tag = f" [k=N+{config.wide_extra_candidates}]"
@@ -216,12 +193,12 @@ def _fig3(
         wide_ex = replace(
             ex, methods=config.harsh_methods, extra_candidates=config.wide_extra_candidates
         )
-        wide = _curves(wide_ex, fig_dir / "wide", dp_root, task, plot_only, progress)
+        wide = run.curves(wide_ex, "wide", task)
         wide = [{**r, "method": r["method"] + wide_tag} for r in wide if r["n_labeled"] > 0]
     rows = rows + harsh + wide
     table = markdown_table(rows)
     table += "\n" + pollution_gap_table(rows, wide_tag)
-    _write(fig_dir, rows, table)
+    _write(run.fig_dir, rows, table)
     baselines = [m for m in ("random", "entropy", "margin") if m in ex.methods]
     panels = [
         ("(a) pollution: DiversePublic vs baselines", [*baselines, "diverse-public"]),
@@ -241,7 +218,7 @@ def _fig3(
                 ["diverse-public" + wide_tag, EQUAL_EPSILON + wide_tag],
             )
         )
-    plot(rows, fig_dir / "fig3.png", panels=panels)
+    plot(rows, run.fig_dir / "fig3.png", panels=panels)
     return rows
 
 
@@ -278,10 +255,10 @@ def pollution_gap_table(rows: list[dict[str, Any]], wide_tag: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _fig4_cells(config: Fig4Config, task: Task, dp_root: Path, progress: bool) -> Iterator[Cell]:
+def _fig4_cells(config: Fig4Config, task: Task, run: FigureRun) -> Iterator[Cell]:
     for seed in range(config.seeds):
         tc = replace(config.train, dataset=config.dataset, epsilon=config.epsilon_dp, seed=seed)
-        trained = functools.partial(dp_model, dp_root, tc, task, progress=progress)
+        trained = functools.partial(dp_model, run.dp_root, tc, task, progress=run.progress)
         for n_each in config.n_each:
             for n in config.n_labeled:
                 if n % n_each:
@@ -361,27 +338,18 @@ def _centre_grid(
     return row, {"checkpoint": final["path"], "grid_clusters": n, "score": "margin"}
 
 
-def _fig4(
-    config: Fig4Config,
-    fig_dir: Path,
-    *,
-    dp_root: Path,
-    data_dir: str | None,
-    task: Task | None,
-    plot_only: bool,
-    progress: bool,
-) -> list[dict[str, Any]]:
-    task = _task(config.dataset, task, data_dir)
-    cells = _fig4_cells(config, task, dp_root, progress)
-    rows = saved_rows(fig_dir, cells) if plot_only else run_cells(fig_dir, cells, progress=progress)
+def _fig4(config: Fig4Config, run: FigureRun) -> list[dict[str, Any]]:
+    task = run.task_for(config.dataset)
+    cells = _fig4_cells(config, task, run)
+    rows = run.rows(cells)
     curves = [r for r in rows if r["method"] == "diverse-public"]
     table = markdown_table(
         [{**r, "method": f"diverse-public, N_each={r['n_each']}"} for r in curves]
     )
-    _write(fig_dir, rows, table)
+    _write(run.fig_dir, rows, table)
     plot(
         [{**r, "method": f"N_each = {r['n_each']}"} for r in curves],
-        fig_dir / "fig4a.png",
+        run.fig_dir / "fig4a.png",
         panels=[
             (
                 "DiversePublic: N_clusters = N_labeled / N_each",
@@ -389,9 +357,9 @@ def _fig4(
             )
         ],
     )
-    grid = fig_dir / "seed0" / "centre-grid" / "grid.json"
+    grid = run.fig_dir / "seed0" / "centre-grid" / "grid.json"
     if grid.exists():
-        plot_centre_grid(json.loads(grid.read_text()), task, fig_dir / "fig4b.png")
+        plot_centre_grid(json.loads(grid.read_text()), task, run.fig_dir / "fig4b.png")
     return rows
 
 
@@ -435,10 +403,10 @@ def plot_centre_grid(grid: dict[str, Any], task: Task, path: Path) -> None:
     plt.close(fig)
 
 
-def _fig5_cells(config: Fig5Config, task: Task, dp_root: Path, progress: bool) -> Iterator[Cell]:
+def _fig5_cells(config: Fig5Config, task: Task, run: FigureRun) -> Iterator[Cell]:
     for seed in range(config.seeds):
         tc = replace(config.train, dataset=config.dataset, epsilon=config.epsilon_dp, seed=seed)
-        trained = functools.partial(dp_model, dp_root, tc, task, progress=progress)
+        trained = functools.partial(dp_model, run.dp_root, tc, task, progress=run.progress)
 
         def near_private_cell(
             cell_dir: Path,
@@ -511,21 +479,12 @@ def _fig5_cells(config: Fig5Config, task: Task, dp_root: Path, progress: bool) -
             )
 
 
-def _fig5(
-    config: Fig5Config,
-    fig_dir: Path,
-    *,
-    dp_root: Path,
-    data_dir: str | None,
-    task: Task | None,
-    plot_only: bool,
-    progress: bool,
-) -> list[dict[str, Any]]:
-    task = _task(config.dataset, task, data_dir)
-    cells = _fig5_cells(config, task, dp_root, progress)
-    rows = saved_rows(fig_dir, cells) if plot_only else run_cells(fig_dir, cells, progress=progress)
-    _write(fig_dir, rows, fig5_table(rows, config))
-    plot_fig5(rows, config, fig_dir / "fig5.png")
+def _fig5(config: Fig5Config, run: FigureRun) -> list[dict[str, Any]]:
+    task = run.task_for(config.dataset)
+    cells = _fig5_cells(config, task, run)
+    rows = run.rows(cells)
+    _write(run.fig_dir, rows, fig5_table(rows, config))
+    plot_fig5(rows, config, run.fig_dir / "fig5.png")
     return rows
 
 

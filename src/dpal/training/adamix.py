@@ -58,6 +58,17 @@ def _unflat(vector: torch.Tensor, like: Params) -> Params:
     return out
 
 
+def _clipped_projected_sum(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, basis: torch.Tensor | None, clip: float
+) -> torch.Tensor:
+    """Σ_i clip_C(Uᵀ∇ℓ_i) (or Σ_i clip_C(∇ℓ_i) without a basis): the sum whose sensitivity is C."""
+    per_example = _flat(per_example_gradients(model, x, y))
+    if basis is not None:
+        per_example = per_example @ basis
+    factors = layer_grads.clip_factors(per_example.norm(dim=1), clip)
+    return (factors[:, None] * per_example).sum(0)
+
+
 def public_subspace(public_grads: torch.Tensor, rank: int) -> torch.Tensor:
     """d × k orthonormal basis of the top-``rank`` right singular vectors of ``public_grads``."""
     k = min(rank, *public_grads.shape)
@@ -95,10 +106,7 @@ def adamix_gradient(
     dim = proj_pub.shape[1]
     summed = torch.zeros(dim, dtype=g_pub.dtype, device=g_pub.device)
     if len(x):
-        priv = _flat(per_example_gradients(model, x, y))
-        proj = priv @ basis if basis is not None else priv
-        factors = layer_grads.clip_factors(proj.norm(dim=1), c)
-        summed = (factors[:, None] * proj).sum(0)
+        summed = _clipped_projected_sum(model, x, y, basis, c)
     noise = torch.randn(dim, generator=generator, dtype=summed.dtype, device=summed.device)
     noise = noise * noise_multiplier * c
     private_part = (summed + noise) / expected_batch_size
@@ -134,11 +142,8 @@ def noiseless_projected_sum(
     clip: float,
 ) -> torch.Tensor:
     """s without noise (the quantity whose sensitivity the docstring derives), for tests."""
-    g_pub = _flat(per_example_gradients(model, public_x, public_y))
-    basis = public_subspace(g_pub, rank)
-    proj = _flat(per_example_gradients(model, x, y)) @ basis
-    factors = layer_grads.clip_factors(proj.norm(dim=1), clip)
-    return (factors[:, None] * proj).sum(0)
+    basis = public_subspace(_flat(per_example_gradients(model, public_x, public_y)), rank)
+    return _clipped_projected_sum(model, x, y, basis, clip)
 
 
 def signal_to_noise(
@@ -154,10 +159,8 @@ def signal_to_noise(
 ) -> float:
     """‖clipped sum‖ / E‖noise‖ for one batch, with (``rank`` > 0) or without projection:
     the projection's effect on the gradient's signal-to-noise ratio."""
-    priv = _flat(per_example_gradients(model, x, y))
+    basis = None
     if rank > 0:
         basis = public_subspace(_flat(per_example_gradients(model, public_x, public_y)), rank)
-        priv = priv @ basis
-    factors = layer_grads.clip_factors(priv.norm(dim=1), clip)
-    signal = float((factors[:, None] * priv).sum(0).norm())
-    return signal / (noise_multiplier * clip * math.sqrt(priv.shape[1]))
+    summed = _clipped_projected_sum(model, x, y, basis, clip)
+    return float(summed.norm()) / (noise_multiplier * clip * math.sqrt(len(summed)))
