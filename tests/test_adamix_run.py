@@ -5,11 +5,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from dpal.data.tasks import Task
 from dpal.errors import DpalError
 from dpal.methods.adamix import ARMS, AdamixConfig, fewshot_split, run_adamix
 from dpal.privacy.ledger import Ledger
+from dpal.training.checkpoint import list_checkpoints, load_checkpoint
 from dpal.training.config import TrainConfig
 from dpal.training.finetune import FinetuneConfig
 from tests.conftest import make_images
@@ -60,6 +62,13 @@ def test_every_arm_runs_and_the_table_reports_error_increase(tmp_path, task):
     )
     ledger = Ledger(tmp_path / "seed0" / "adamix-eps4.0" / "run" / "ledger.json")
     assert [e.kind for e in ledger.entries] == ["dpsgd", "dpsgd"]  # the schedule as run
+    # every DP arm trains: its weights leave the few-shot initialisation
+    start = torch.load(tmp_path / "seed0" / "fewshot.pt", weights_only=True)["state"]
+    for arm in ("dp-finetune", "adamix-no-projection", "adamix"):
+        ckpt = list_checkpoints(tmp_path / "seed0" / f"{arm}-eps4.0" / "run")[-1]["path"]
+        end = load_checkpoint(ckpt)["model"]
+        moved = sum(float((end[k] - start[k]).norm()) for k in start)
+        assert moved > 1e-3, arm
     assert (tmp_path / "error_increase.png").exists()
 
 

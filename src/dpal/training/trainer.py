@@ -196,22 +196,23 @@ def train(
                         generator=augment_gen,
                     )
                     yb = yb.repeat_interleave(config.augment_copies)
-                if config.private and public is not None:
-                    grads = _adamix_step(
-                        model, xb, yb, public, config, sigma, q * n, noise_gen, step
-                    )
-                elif config.private:
-                    grads = private_gradient(
-                        model,
-                        xb,
-                        yb,
-                        copies=config.augment_copies,
-                        max_grad_norm=config.clip,
-                        noise_multiplier=sigma,
-                        expected_batch_size=q * n,
-                        generator=noise_gen,
-                        engine=config.engine,
-                    )
+                if config.private:
+                    if public is not None:  # AdaMix: the same mechanism, in a public subspace
+                        grads = _adamix_step(
+                            model, xb, yb, public, config, sigma, q * n, noise_gen, step
+                        )
+                    else:
+                        grads = private_gradient(
+                            model,
+                            xb,
+                            yb,
+                            copies=config.augment_copies,
+                            max_grad_norm=config.clip,
+                            noise_multiplier=sigma,
+                            expected_batch_size=q * n,
+                            generator=noise_gen,
+                            engine=config.engine,
+                        )
                     for name, p in model.named_parameters():
                         p.grad = grads.get(name)  # None for frozen parameters
                 else:
