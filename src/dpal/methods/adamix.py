@@ -235,8 +235,19 @@ def _snr_cell(
     the projection, at the σ of the smallest ε. A diagnostic that reads private data without
     noise: it is reported, never released with a model (and says so in its row)."""
 
-    def compute(_: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    def compute(cell_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        from dpal.privacy.ledger import Ledger
         from dpal.training.adamix import signal_to_noise
+
+        # it reads private data without noise: on the record as a non-private mechanism (ε = ∞)
+        Ledger(cell_dir / "ledger.json").record(
+            "nonprivate",
+            mechanism="adamix:snr-diagnostic",
+            params={},
+            note="gradient SNR of one private batch; reported in results, never released",
+            output="cell.json",
+            status="done",
+        )
         from dpal.training.rotation import load_public_init
 
         model = build_model(base.model, task.image_shape, task.num_classes)
@@ -259,7 +270,7 @@ def _snr_cell(
             "snr_projected": projected,
             "note": "diagnostic on private data without noise; not released",
         }
-        return row, {"noise_multiplier": sigma, "rank": config.projection_rank}
+        return row, {"noise_multiplier": sigma, "rank": config.projection_rank, "delta": base.delta}
 
     return compute
 
