@@ -44,7 +44,8 @@ def tiny(figure: str, dataset: str):
     )
     return {
         "fig1": Fig1Config(experiment=ex),
-        "fig3": Fig3Config(curves=ex, harsh_label=3, wide_extra_candidates=100),
+        # one seed beyond Figure 1 keeps the suite short; Figure 1 checks the per-seed sharing
+        "fig3": Fig3Config(curves=replace(ex, seeds=1), harsh_label=3, wide_extra_candidates=100),
         "fig4": Fig4Config(
             dataset=dataset,
             epsilon_dp=8.0,
@@ -54,7 +55,7 @@ def tiny(figure: str, dataset: str):
             extra_candidates=50,
             grid_clusters=16,
             finetune=FT,
-            seeds=2,
+            seeds=1,
         ),
         "fig5": Fig5Config(
             dataset=dataset,
@@ -67,7 +68,7 @@ def tiny(figure: str, dataset: str):
             sweep_n_labeled=20,
             extra_candidates=50,
             finetune=FT,
-            seeds=2,
+            seeds=1,
         ),
     }[figure]
 
@@ -81,10 +82,11 @@ def test_every_figure_runs_end_to_end_and_replots_from_saved_cells(tmp_path, npz
     pngs = sorted(p.name for p in fig_dir.glob("*.png"))
     expected = {"fig1": ["fig1.png"], "fig3": ["fig3.png"], "fig4": ["fig4a.png", "fig4b.png"]}
     assert pngs == expected.get(figure, ["fig5.png"])
-    assert {r["seed"] for r in rows} == {0, 1}
+    seeds = (0, 1) if figure == "fig1" else (0,)
+    assert {r["seed"] for r in rows} == set(seeds)
     # one DP training per seed, shared by every cell
     assert sorted(p.name for p in (out / "dp").iterdir()) == [
-        f"{npz_dataset.replace(':', '_').replace('/', '_')}-eps8.0-seed{s}" for s in (0, 1)
+        f"{npz_dataset.replace(':', '_').replace('/', '_')}-eps8.0-seed{s}" for s in seeds
     ]
     cells = sorted(fig_dir.rglob("cell.json"))
     payload = json.loads(cells[0].read_text())
@@ -99,10 +101,10 @@ def test_every_figure_runs_end_to_end_and_replots_from_saved_cells(tmp_path, npz
     if figure == "fig3":  # the gap, paired by seed, and the polluted images bought
         table = (fig_dir / "results.md").read_text()
         assert "| rejects | 20 |" in table and "| labels as a class | 20 |" in table
-        assert "| rejects; k = N + 100 | 20 |" in table and "(2 seeds)" in table
+        assert "| rejects; k = N + 100 | 20 |" in table and "(1 seeds)" in table
     if figure == "fig5":  # budgeted cells respect ε_limit; earlier checkpoints cost less
         sweep = [r for r in rows if r["cell"].startswith("support")]
-        assert len(sweep) == 4
+        assert len(sweep) == 2
         assert all(r["epsilon_total"] <= config.epsilon_limit + 1e-9 for r in sweep)
         by_epoch = {
             r["epoch"]: r["epsilon_dp"]
