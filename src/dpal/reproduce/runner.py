@@ -44,7 +44,8 @@ class Cell:
 @functools.cache
 def provenance() -> dict[str, Any]:
     """Package version and, when running from a git checkout, the commit and whether the
-    working tree had uncommitted changes."""
+    working tree had uncommitted changes — read once, when the process first asks (the code it
+    imported then is the code that runs)."""
     from dpal import __version__
 
     here = Path(__file__).resolve().parent
