@@ -2,22 +2,14 @@
 
 import json
 
-import numpy as np
-
 from dpal.methods.experiment import ExperimentConfig, run_experiment
 from dpal.training.config import TrainConfig
 from dpal.training.finetune import FinetuneConfig
-from tests.conftest import make_images
 
 
-def test_runs_every_method_and_resumes_without_redoing_cells(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    for split, n, seed in (("train", 400, 0), ("test", 100, 1), ("public", 300, 2)):
-        arrays = make_images(n, seed=seed)
-        np.savez(data / f"{split}.npz", x=arrays.x[..., 0], y=arrays.y)
+def test_runs_every_method_and_resumes_without_redoing_cells(tmp_path, npz_dataset):
     config = ExperimentConfig(
-        dataset=f"npz:{data}",
+        dataset=npz_dataset,
         epsilon_dp=8.0,
         train=TrainConfig(epochs=3, batch_size=40, lr=0.5, epsilon=8.0),
         n_labeled=(20,),

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dpal.errors import DpalError
+from dpal.models.public_init import load_public_init
 from dpal.models.registry import build_model
 from dpal.randp.prior import (
     PriorConfig,
@@ -18,7 +19,6 @@ from dpal.randp.prior import (
     uniform_loss,
 )
 from dpal.randp.probe import linear_probe_accuracy
-from dpal.training.rotation import load_public_init
 from tests.conftest import make_images
 
 

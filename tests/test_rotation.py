@@ -11,13 +11,14 @@ import torch
 from dpal.cli import main
 from dpal.errors import DpalError
 from dpal.methods.experiment import ExperimentConfig
+from dpal.models.public_init import load_public_init
 from dpal.models.registry import build_model
 from dpal.privacy.ledger import Ledger
 from dpal.reproduce.configs import Fig2Config
 from dpal.reproduce.figures import reproduce
 from dpal.training.config import TrainConfig
 from dpal.training.finetune import FinetuneConfig
-from dpal.training.rotation import RotationConfig, load_public_init, rotated, rotation_pretrain
+from dpal.training.rotation import RotationConfig, rotated, rotation_pretrain
 from tests.conftest import make_images
 
 

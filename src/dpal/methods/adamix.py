@@ -32,6 +32,7 @@ import torch
 from dpal.data.arrays import ImageArrays
 from dpal.data.tasks import Task, load_task
 from dpal.errors import DpalError
+from dpal.models.public_init import save_public_init
 from dpal.models.registry import build_model
 from dpal.privacy.ledger import atomic_write_text
 from dpal.reproduce.runner import Cell, run_cells
@@ -144,15 +145,14 @@ def _cells(config: AdamixConfig, full_task: Task, out: Path, progress: bool) -> 
             torch.manual_seed(seed)
             model = build_model(base.model, task.image_shape, task.num_classes)
             model = finetune(model, public, replace(config.fewshot, seed=seed))
-            torch.save(
-                {
-                    "state": model.state_dict(),
-                    "model": base.model,
-                    "image_shape": list(task.image_shape),
-                    "num_classes": task.num_classes,
-                    "learned_from": f"{public.name}: {len(public)} labelled public images",
-                },
+            save_public_init(
                 fewshot_pt,
+                model,
+                model_name=base.model,
+                image_shape=task.image_shape,
+                learned_from=f"{public.name}: {len(public)} labelled public images",
+                with_head=True,  # a model of this very task: AdaMix starts from all of it
+                num_classes=task.num_classes,
             )
             acc = accuracy(model, task.test) if task.test is not None else float("nan")
             row = {
@@ -248,7 +248,7 @@ def _snr_cell(
             output="cell.json",
             status="done",
         )
-        from dpal.training.rotation import load_public_init
+        from dpal.models.public_init import load_public_init
 
         model = build_model(base.model, task.image_shape, task.num_classes)
         load_public_init(model, fewshot_pt, base.model)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dpal.errors import DpalError
+from dpal.models.public_init import save_public_init
 from dpal.models.registry import build_model
 from dpal.randp.generators import KINDS, stream_images
 
@@ -152,19 +153,14 @@ def learn_prior(config: PriorConfig, out: str | Path, *, progress: bool = False)
                     f"uniform {history[-1]['uniform']:.3f}",
                     flush=True,
                 )
-    state = {k: v for k, v in backbone.state_dict().items() if not k.startswith("classifier.")}
-    payload = {
-        "state": state,
-        "model": config.model,
-        "image_shape": list(shape),
-        "learned_from": f"{config.steps * config.batch_size} random-process images "
+    return save_public_init(
+        out,
+        backbone,
+        model_name=config.model,
+        image_shape=shape,
+        learned_from=f"{config.steps * config.batch_size} random-process images "
         f"({config.kind}); no real data",
-        "config": asdict(config),
-        "history": history,
-    }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(out)
-    return payload
+        with_head=False,
+        config=asdict(config),
+        history=history,
+    )

@@ -18,18 +18,24 @@ def checkpoint_path(run_dir: Path, epoch: int) -> Path:
     return run_dir / "checkpoints" / f"epoch_{epoch:03d}.pt"
 
 
-def save_checkpoint(path: Path, state: dict[str, Any], summary: dict[str, Any]) -> None:
-    """``state`` (tensors etc.) to ``path``; ``summary`` (JSON-able) to ``path.json``."""
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: a crash leaves the old
+    file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save({**state, "summary": summary}, tmp)
+        torch.save(obj, tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save_checkpoint(path: Path, state: dict[str, Any], summary: dict[str, Any]) -> None:
+    """``state`` (tensors etc.) to ``path``; ``summary`` (JSON-able) to ``path.json``."""
+    atomic_torch_save({**state, "summary": summary}, path)
     atomic_write_text(path.with_suffix(".json"), json.dumps(summary, indent=1))
 
 

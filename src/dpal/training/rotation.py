@@ -12,14 +12,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from dpal.data.arrays import ImageArrays
 from dpal.errors import DpalError
+from dpal.models.public_init import save_public_init
 from dpal.models.registry import build_model
 from dpal.training.sampling import shuffled_batches
 
@@ -85,54 +84,14 @@ def rotation_pretrain(
             seen += len(yb)
         if progress:
             print(f"rotation epoch {epoch + 1}: train accuracy {correct / seen:.3f}", flush=True)
-    head = head_name(model)
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith(head + ".")}
-    payload = {
-        "state": state,
-        "model": config.model,
-        "image_shape": list(images.image_shape),
-        "learned_from": f"{images.name} ({len(images)} public images, labels unused)",
-        "config": asdict(config),
-        "rotation_accuracy_last_epoch": correct / max(seen, 1),
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(out)
+    save_public_init(
+        out,
+        model,
+        model_name=config.model,
+        image_shape=images.image_shape,
+        learned_from=f"{images.name} ({len(images)} public images, labels unused)",
+        with_head=False,
+        config=asdict(config),
+        rotation_accuracy_last_epoch=correct / max(seen, 1),
+    )
     return out
-
-
-def head_name(model: nn.Module) -> str:
-    """The last ``nn.Linear``: the classifier head, replaced when the weights are reused."""
-    last = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not last:
-        raise DpalError("the model has no nn.Linear head to replace.")
-    return last[-1]
-
-
-def load_public_init(model: nn.Module, path: str | Path, model_name: str) -> dict[str, Any]:
-    """Copy weights learned on public data into ``model``: every layer but the head (a prior
-    from another task), or every layer (a public model of this task, as AdaMix starts from)."""
-    path = Path(path)
-    if not path.exists():
-        raise DpalError(f"--init {path}: no such file; create it with `dpal pretrain`.")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload["model"] != model_name:
-        raise DpalError(
-            f"--init {path} holds weights of {payload['model']!r}, not {model_name!r}; "
-            f"train with --model {payload['model']} or pre-train a {model_name}."
-        )
-    head = head_name(model)
-    full = model.state_dict()
-    body = {k for k in full if not k.startswith(head + ".")}
-    state = payload["state"]
-    # every layer but the head must be there; the head too when the weights are for this task
-    if not body <= set(state) or any(
-        k not in full or full[k].shape != v.shape for k, v in state.items()
-    ):
-        raise DpalError(
-            f"--init {path} was pre-trained on images of shape {payload['image_shape']} "
-            f"with {payload.get('num_classes', 'other')} outputs; it does not fit this task."
-        )
-    model.load_state_dict(state, strict=False)
-    return {k: v for k, v in payload.items() if k != "state"}

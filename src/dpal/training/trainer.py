@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from dpal.data.tasks import Task, load_task
 from dpal.errors import DpalError
+from dpal.models.public_init import head_name, load_public_init
 from dpal.models.registry import build_model
 from dpal.privacy.accounting import (
     DpsgdSchedule,
@@ -44,7 +45,6 @@ from dpal.training.checkpoint import (
 from dpal.training.config import TrainConfig
 from dpal.training.dpsgd import private_gradient
 from dpal.training.evaluate import accuracy
-from dpal.training.rotation import head_name, load_public_init
 from dpal.training.sampling import poisson_batches, shuffled_batches
 
 MECHANISM = "dpsgd:train"
