@@ -29,6 +29,9 @@ def main() -> None:
     p.add_argument("--dataset", default="cifar10")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=PriorConfig.lr)
+    p.add_argument("--pool", type=int, help="images drawn once and revisited (default: stream)")
+    p.add_argument("--kind", default="mixture")
     p.add_argument("--model", default="cnn-gn")
     p.add_argument("--train-images", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=0)
@@ -43,9 +46,18 @@ def main() -> None:
     rng = np.random.default_rng(a.seed)
     train = task.private.subset(np.sort(rng.choice(len(task.private), a.train_images, False)))
     started = time.time()
-    prior_path = out / f"prior-{a.dataset}-seed{a.seed}.pt"
+    tag = f"{a.dataset}-{a.kind}-{a.steps}steps-lr{a.lr}-seed{a.seed}"
+    prior_path = out / f"prior-{tag}.pt"
     config = PriorConfig(
-        model=a.model, size=h, channels=c, steps=a.steps, batch_size=a.batch_size, seed=a.seed
+        model=a.model,
+        kind=a.kind,
+        size=h,
+        channels=c,
+        steps=a.steps,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        pool=a.pool,
+        seed=a.seed,
     )
     payload = learn_prior(config, prior_path, progress=True)
     prior_seconds = time.time() - started
@@ -64,7 +76,7 @@ def main() -> None:
         "last_losses": payload["history"][-1],
     }
     print(json.dumps(result, indent=1))
-    (out / f"probe-{a.dataset}-seed{a.seed}.json").write_text(json.dumps(result, indent=1))
+    (out / f"probe-{tag}.json").write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from dpal.training.adamix import (
     public_subspace,
     signal_to_noise,
 )
+from tests.conftest import make_images
 
 
 @pytest.fixture
@@ -100,3 +101,48 @@ def test_projection_raises_the_signal_to_noise_ratio(setup):
     full = signal_to_noise(model, x, y, px, py, rank=0, clip=1.0, noise_multiplier=1.0)
     projected = signal_to_noise(model, x, y, px, py, rank=8, clip=1.0, noise_multiplier=1.0)
     assert projected > 5 * full  # noise over 8 coordinates instead of 26,010
+
+
+def test_adaptive_threshold_does_not_shrink_the_step(setup):
+    """The released step at adaptive threshold C is C₀/C times DP-SGD's at fixed clip C: the
+    threshold decides which examples are clipped, the reference clip C₀ the step's size."""
+    model, x, y, px, py = setup
+    kw = dict(rank=8, mix=0.0, noise_multiplier=1.0, expected_batch_size=12.0)
+    adaptive = adamix_gradient(
+        model, x, y, px, py, clip=1.0, clip_quantile=0.3, generator=torch.Generator(), **kw
+    )
+    c = adaptive.clip
+    assert abs(c - 1.0) > 0.5  # far from C₀: without the factor the step would scale with C
+    fixed = adamix_gradient(
+        model, x, y, px, py, clip=c, clip_quantile=None, generator=torch.Generator(), **kw
+    )
+    for name, g in adaptive.gradient.items():
+        assert torch.allclose(g, fixed.gradient[name] / c, rtol=1e-4, atol=1e-7)
+
+
+def test_inverse_variance_mixing_trusts_a_biased_public_gradient_less(setup):
+    """Same noise, same public variance: when the public set's labels disagree with the private
+    ones (a biased public gradient), b̂² grows and λ falls."""
+    model = setup[0]
+    x, y = make_images(200, seed=3).tensors()  # class-structured: gradients share directions
+    kw = dict(
+        rank=0,
+        clip=1.0,
+        clip_quantile=None,
+        mix="inverse-variance",
+        noise_multiplier=0.01,
+        expected_batch_size=200.0,
+    )
+    px = x.clone()  # the public images are the private ones …
+    same = [
+        adamix_gradient(model, x, y, px, y, generator=torch.Generator().manual_seed(s), **kw).mix
+        for s in range(5)
+    ]
+    shifted = (y + 5) % 10  # … labelled alike, or every label wrong
+    biased = [
+        adamix_gradient(
+            model, x, y, px, shifted, generator=torch.Generator().manual_seed(s), **kw
+        ).mix
+        for s in range(5)
+    ]
+    assert sum(biased) / 5 < 0.5 * sum(same) / 5

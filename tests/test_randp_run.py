@@ -2,6 +2,7 @@
 ledger covering the linear-probe and fine-tuning phases, resumable cells."""
 
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -28,7 +29,7 @@ def test_cpu_recipe_with_baselines_at_toy_scale(tmp_path, color_task):
     config = RandpConfig(
         dataset="synthetic-rgb",
         epsilons=(2.0, 8.0),
-        prior=replace(recipe.prior, steps=4, batch_size=16),
+        prior=replace(recipe.prior, steps=4, batch_size=16, pool=32),
         train=replace(recipe.train, epochs=3, linear_probe_epochs=1, batch_size=50),
     )
     rows = run_randp(config, tmp_path, task=color_task, progress=False)
@@ -58,6 +59,11 @@ def test_cpu_recipe_with_baselines_at_toy_scale(tmp_path, color_task):
     assert (tmp_path / "results.md").exists() and (tmp_path / "accuracy_vs_epsilon.png").exists()
     again = run_randp(config, tmp_path, task=color_task, progress=False)  # all cells finished
     assert again == rows
+    # a stored prior is reused only by a run that asks for the same Phase I
+    shutil.rmtree(tmp_path / "seed0" / "dp-randp-eps2.0")
+    other = replace(config, prior=replace(config.prior, lr=0.5))
+    with pytest.raises(DpalError, match="another Phase I configuration"):
+        run_randp(other, tmp_path, task=color_task, progress=False)
 
 
 def test_full_recipe_runs_a_few_steps_at_toy_scale(tmp_path, color_task):

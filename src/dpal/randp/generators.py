@@ -8,8 +8,8 @@ the generative families of Baradad et al. (2021, "Learning to See by Looking at 
   phases, the second-order statistics of natural images without their structure;
 - ``stylegan-random``: a randomly initialised StyleGAN-like generator — constant noise at 4×4,
   then per stage a ×2 upsampling, a random 3×3 convolution, per-pixel noise, a random per-channel
-  modulation and a leaky ReLU, then a random 1×1 convolution to colour. Each batch draws new
-  random weights; the images inside a batch share them but not their noise.
+  modulation and a leaky ReLU, then a random 1×1 convolution to colour. Every 16 images draw new
+  random weights; the images of a group share them but not their noise.
 
 Everything is seeded and streamed in batches (:func:`stream_images`), so a million images never
 sit in memory. Images are uint8 N×H×W×C, as :class:`~dpal.data.arrays.ImageArrays` holds them.
@@ -82,7 +82,13 @@ def spectrum_noise(gen: torch.Generator, n: int, size: int, channels: int) -> to
 
 
 def stylegan_random(gen: torch.Generator, n: int, size: int, channels: int) -> torch.Tensor:
-    """n images from one randomly initialised StyleGAN-like generator (see the module doc)."""
+    """n images from randomly initialised StyleGAN-like generators (see the module doc), a new
+    generator for every 16 images."""
+    chunks = [min(16, n - k) for k in range(0, n, 16)]
+    return torch.cat([_stylegan_one(gen, k, size, channels) for k in chunks])
+
+
+def _stylegan_one(gen: torch.Generator, n: int, size: int, channels: int) -> torch.Tensor:
     width = 32
     x = torch.randn(n, width, 4, 4, generator=gen)
     res = 4
@@ -126,8 +132,8 @@ def stream_images(
     batch_size: int = 256,
     seed: int = 0,
 ) -> Iterator[np.ndarray]:
-    """Endless uint8 batches (batch_size×size×size×channels). ``mixture`` cycles through every
-    family batch by batch. Deterministic given the arguments."""
+    """Endless uint8 batches (batch_size×size×size×channels). A ``mixture`` batch holds equal
+    shares of every family in random order. Deterministic given the arguments."""
     if kind not in KINDS:
         raise DpalError(f"unknown random process {kind!r}; choose one of {', '.join(KINDS)}.")
     if size < 8 or channels not in (1, 3) or batch_size < 1:
@@ -137,18 +143,20 @@ def stream_images(
         )
     gen = torch.Generator().manual_seed(seed)
     families = list(GENERATORS) if kind == "mixture" else [kind]
-    step = 0
     while True:
-        make = GENERATORS[families[step % len(families)]]
-        step += 1
-        img = make(gen, batch_size, size, channels)
+        # A mixture batch holds every family, shuffled: contrastive learning spreads the images
+        # of a batch apart, and a batch of one family only would never contrast families.
+        counts = [len(part) for part in np.array_split(np.arange(batch_size), len(families))]
+        pairs = zip(families, counts, strict=True)
+        parts = [GENERATORS[f](gen, k, size, channels) for f, k in pairs if k]
+        img = torch.cat(parts)[torch.randperm(batch_size, generator=gen)]
         yield (img.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
 
 
 def sample(kind: str, n: int, *, size: int = 32, channels: int = 3, seed: int = 0) -> np.ndarray:
     """The first ``n`` images of :func:`stream_images` (for grids and tests)."""
     out: list[np.ndarray] = []
-    per_batch = max(1, min(256, n // 3 if kind == "mixture" else n))  # mixture: all families
+    per_batch = max(1, min(256, n))
     for batch in stream_images(kind, size=size, channels=channels, batch_size=per_batch, seed=seed):
         out.append(batch)
         if sum(len(b) for b in out) >= n:

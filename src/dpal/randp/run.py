@@ -41,7 +41,7 @@ class RandpRecipe:
 
 RECIPES: dict[str, RandpRecipe] = {
     "cpu": RandpRecipe(
-        prior=PriorConfig(model="cnn-gn", steps=1000, batch_size=128),
+        prior=PriorConfig(model="cnn-gn", steps=2000, batch_size=128, lr=0.1, pool=30_000),
         train=TrainConfig(
             model="cnn-gn",
             epochs=10,
@@ -155,8 +155,7 @@ def _arm(
     def compute(cell_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         tc = replace(train_config, dataset=task.name, seed=seed, epsilon=eps)
         if arm == "dp-randp":
-            if not prior_path.exists():  # Phase I: random-process images only, no ledger
-                learn_prior(replace(prior_config, seed=seed), prior_path, progress=progress)
+            _ensure_prior(replace(prior_config, seed=seed), prior_path, progress)
             tc = replace(tc, init=str(prior_path))
         elif arm == "dp-scratch":
             tc = replace(tc, linear_probe_epochs=0)
@@ -183,6 +182,22 @@ def _arm(
         }
 
     return compute
+
+
+def _ensure_prior(config: PriorConfig, path: Path, progress: bool) -> None:
+    """Phase I (random-process images only, no ledger), once per seed; a prior already on disk
+    is reused only if it was learned with the same configuration."""
+    if path.exists():
+        import torch
+
+        stored = torch.load(path, map_location="cpu", weights_only=True).get("config")
+        if stored != asdict(config):
+            raise DpalError(
+                f"{path} holds a prior learned with another Phase I configuration; "
+                "use a new --out folder, or delete that file to learn it again."
+            )
+        return
+    learn_prior(config, path, progress=progress)
 
 
 def randp_table(rows: list[dict[str, Any]]) -> str:

@@ -6,21 +6,31 @@ At parameters θ (released by the previous steps), with public examples P and a 
 1. **Subspace.** U = the top-k right singular vectors of the public per-example gradient matrix
    G_P (|P| × d) at θ; U is d × k with orthonormal columns.
 2. **Adaptive clip.** C = the ``clip_quantile`` quantile of the public projected gradient norms
-   ‖Uᵀ∇ℓ_j(θ)‖, j ∈ P (or the fixed clip bound when no quantile is given).
-3. **Private step.** s = Σ_{i∈B} clip_C(Uᵀ∇ℓ_i(θ)) + N(0, σ²C²·I_k), then ĝ = U s / (q·N).
-4. **Mixing.** g = (1 − λ)·ĝ + λ·ḡ_P with ḡ_P the public mean gradient; λ constant, or chosen by
-   inverse variance: λ = v̂/(v̂ + v_P) with v̂ = kσ²C²/(qN)² the variance of the noise in ĝ and
-   v_P = tr Cov_P(U Uᵀ∇ℓ_j)/|P| that of the public mean — more public weight when σ is larger,
-   i.e. when ε is smaller.
+   ‖Uᵀ∇ℓ_j(θ)‖, j ∈ P (or the fixed clip bound C₀ = ``clip`` when no quantile is given).
+3. **Private step.** s = Σ_{i∈B} clip_C(Uᵀ∇ℓ_i(θ)) + N(0, σ²C²·I_k), then ĝ = (C₀/C)·s/(q·N).
+   The factor C₀/C keeps the step size independent of C: the threshold decides which examples
+   are clipped, the learning rate how far to step. Without it a small public quantile (the
+   public set is the few-shot model's training set, so its gradients are small) shrinks every
+   step by C/C₀ and AdaMix barely moves from its initialisation — measured, docs/RESULTS.md.
+4. **Mixing.** The public examples are put in the same units — p_j = (C₀/C)·clip_C(Uᵀ∇ℓ_j) —
+   so that ĝ and ḡ_P = mean_j p_j estimate the same thing (the mean clipped gradient) on private
+   and on public data, and g = U[(1 − λ)·ĝ + λ·ḡ_P]; λ constant, or by inverse mean squared
+   error: λ = v̂/(v̂ + v_P + b̂²) with v̂ = k(σC₀/(qN))² the variance of the noise in ĝ,
+   v_P = tr Cov(p_j)/|P| that of ḡ_P, and b̂² an estimate of ḡ_P's squared bias — the public
+   set is small and was fitted by the few-shot model, so its gradient is biased, not just noisy;
+   b̂² = max(0, ‖ĝ − ḡ_P‖² − v̂ − v_P), averaged over steps (:class:`MixState`), computed from the
+   released ĝ and public data only. More public weight when σ is larger (smaller ε), less when
+   the public gradient disagrees with the private one.
 
-**Sensitivity (add/remove-one).** U, C and λ are functions of θ and the public data only, and θ
-is the output of the earlier (already accounted) steps, so they are fixed when the private batch
-is read (adaptive composition). Adding or removing one private example adds or removes one term
-clip_C(Uᵀ∇ℓ_i) of norm ≤ C from s: the L2 sensitivity of s is C, exactly as in DP-SGD, and the
-noise σC makes each step the subsampled Gaussian mechanism with multiplier σ. Everything after
-the noise (U·, /(qN), the mix with public quantities) is post-processing. The ledger therefore
-records the same ``DpsgdSchedule(σ, q, steps)`` as DP-SGD. The noise has k coordinates instead of
-d: its norm is σC√k, not σC√d — the point of the projection.
+**Sensitivity (add/remove-one).** U and C are functions of θ and the public data only, and θ is
+the output of the earlier (already accounted) steps, so they are fixed when the private batch is
+read (adaptive composition); λ is a function of those and of the released, noisy ĝ. Adding or
+removing one private example adds or removes one term clip_C(Uᵀ∇ℓ_i) of norm ≤ C from s: the L2
+sensitivity of s is C, exactly as in DP-SGD, and the noise σC makes each step the subsampled
+Gaussian mechanism with multiplier σ. Everything after the noise (U·, C₀/C, /(qN), b̂², the mix
+with public quantities) is post-processing. The ledger therefore records the same
+``DpsgdSchedule(σ, q, steps)`` as DP-SGD. The noise has k coordinates instead of d: its norm is
+σC√k, not σC√d — the point of the projection.
 """
 
 from __future__ import annotations
@@ -43,6 +53,23 @@ class AdamixStep:
     clip: float
     mix: float
     rank: int
+
+
+@dataclass
+class MixState:
+    """The running estimate of the public gradient's squared bias b̂² (an exponential average
+    over steps, ``decay`` per step). Post-processing state: it reads released gradients and
+    public data only. Not checkpointed: a resumed run re-estimates it within a few steps."""
+
+    decay: float = 0.9
+    bias_sq: float | None = None
+
+    def update(self, estimate: float) -> float:
+        if self.bias_sq is None:
+            self.bias_sq = estimate
+        else:
+            self.bias_sq = self.decay * self.bias_sq + (1 - self.decay) * estimate
+        return self.bias_sq
 
 
 def _flat(per_example: Params) -> torch.Tensor:
@@ -90,11 +117,13 @@ def adamix_gradient(
     noise_multiplier: float,
     expected_batch_size: float,
     generator: torch.Generator,
+    mix_state: MixState | None = None,
 ) -> AdamixStep:
     """The released AdaMix gradient of the module docstring for one Poisson batch ``x, y``.
 
     ``rank`` 0: no projection (clip and noise in all d coordinates). ``mix``: a weight in
-    [0, 1], or ``"inverse-variance"``.
+    [0, 1], or ``"inverse-variance"`` (then ``mix_state`` carries b̂² across steps; a fresh one
+    per call when None).
     """
     pub = per_example_gradients(model, public_x, public_y)
     g_pub = _flat(pub)  # |P| × d, public: free
@@ -102,6 +131,7 @@ def adamix_gradient(
     proj_pub = g_pub @ basis if basis is not None else g_pub
     c = float(torch.quantile(proj_pub.norm(dim=1), clip_quantile)) if clip_quantile else clip
     c = max(c, 1e-8)
+    scale = clip / c  # step size independent of the threshold (post-processing)
 
     dim = proj_pub.shape[1]
     summed = torch.zeros(dim, dtype=g_pub.dtype, device=g_pub.device)
@@ -109,25 +139,24 @@ def adamix_gradient(
         summed = _clipped_projected_sum(model, x, y, basis, c)
     noise = torch.randn(dim, generator=generator, dtype=summed.dtype, device=summed.device)
     noise = noise * noise_multiplier * c
-    private_part = (summed + noise) / expected_batch_size
-    if basis is not None:
-        private_part = basis @ private_part
+    private_part = scale * (summed + noise) / expected_batch_size  # ĝ, subspace coordinates
 
-    public_mean = g_pub.mean(0)
+    public_clipped = scale * layer_grads.clip_factors(proj_pub.norm(dim=1), c)[:, None] * proj_pub
+    public_part = public_clipped.mean(0)  # ḡ_P, same units and coordinates
     if mix == "inverse-variance":
-        v_noise = dim * (noise_multiplier * c / expected_batch_size) ** 2
-        in_span = proj_pub @ basis.T if basis is not None else proj_pub
-        v_public = float(in_span.var(dim=0, unbiased=True).sum()) / max(len(g_pub), 1)
-        weight = v_noise / (v_noise + v_public) if v_noise + v_public > 0 else 0.0
+        v_noise = dim * (noise_multiplier * clip / expected_batch_size) ** 2
+        v_public = float(public_clipped.var(dim=0, unbiased=True).sum()) / max(len(g_pub), 1)
+        gap = float((private_part - public_part).square().sum())
+        bias_sq = (mix_state or MixState()).update(max(0.0, gap - v_noise - v_public))
+        total = v_noise + v_public + bias_sq
+        weight = v_noise / total if total > 0 else 0.0
     else:
         weight = float(mix)
         if not 0 <= weight <= 1:
             raise ValueError(f"mix must be in [0, 1] or 'inverse-variance', got {mix!r}")
-    if weight > 0 and basis is not None:
-        public_mean_in = basis @ (basis.T @ public_mean)  # the public step in the same subspace
-    else:
-        public_mean_in = public_mean
-    combined = (1 - weight) * private_part + weight * public_mean_in
+    combined = (1 - weight) * private_part + weight * public_part
+    if basis is not None:
+        combined = basis @ combined
     return AdamixStep(_unflat(combined, pub), c, weight, dim if basis is not None else 0)
 
 

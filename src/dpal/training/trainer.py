@@ -35,6 +35,7 @@ from dpal.privacy.accounting import (
     steps_per_epoch,
 )
 from dpal.privacy.ledger import Ledger, atomic_write_text
+from dpal.training.adamix import MixState, adamix_gradient
 from dpal.training.augment import augment_copies
 from dpal.training.checkpoint import (
     checkpoint_path,
@@ -119,6 +120,7 @@ def train(
     x, y = (t.to(device) for t in task.private.tensors())
     n = len(x)
     public = _public_set(config, task)
+    mix_state = MixState()  # AdaMix's running estimate of the public gradient's bias
 
     if config.private:
         sigma, q = (
@@ -199,7 +201,7 @@ def train(
                 if config.private:
                     if public is not None:  # AdaMix: the same mechanism, in a public subspace
                         grads = _adamix_step(
-                            model, xb, yb, public, config, sigma, q * n, noise_gen, step
+                            model, xb, yb, public, config, sigma, q * n, noise_gen, step, mix_state
                         )
                     else:
                         grads = private_gradient(
@@ -362,9 +364,8 @@ def _adamix_step(
     expected_batch_size: float,
     noise_gen: torch.Generator,
     step: int,
+    mix_state: MixState,
 ) -> dict[str, torch.Tensor]:
-    from dpal.training.adamix import adamix_gradient
-
     px, py = public
     if len(px) > config.public_batch:  # a public subset, seeded by the step: resume-safe
         pick = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
@@ -383,6 +384,7 @@ def _adamix_step(
         noise_multiplier=sigma,
         expected_batch_size=expected_batch_size,
         generator=noise_gen,
+        mix_state=mix_state,
     ).gradient
 
 
