@@ -12,6 +12,7 @@ from dpal.training.adamix import (
     noiseless_projected_sum,
     public_subspace,
     signal_to_noise,
+    subspace_capture,
 )
 from tests.conftest import make_images
 
@@ -146,3 +147,11 @@ def test_inverse_variance_mixing_trusts_a_biased_public_gradient_less(setup):
         for s in range(5)
     ]
     assert sum(biased) / 5 < 0.5 * sum(same) / 5
+
+
+def test_subspace_capture_is_a_share_of_the_gradient(setup):
+    model, x, y, px, py = setup
+    part = subspace_capture(model, x, y, px, py, rank=4, clip=1.0)
+    whole = subspace_capture(model, x, y, x, y, rank=12, clip=1.0)  # spans every private grad
+    assert 0 < part < 1
+    assert whole == pytest.approx(1.0, rel=1e-4)

@@ -54,6 +54,7 @@ def test_every_arm_runs_and_the_table_reports_error_increase(tmp_path, task):
             assert r["epsilon"] <= 4.0 + 1e-6
     snr = rows[-1]
     assert snr["snr_projected"] > snr["snr_full"]
+    assert 0 < snr["captured"] <= 1 + 1e-6
     (entry,) = Ledger(tmp_path / "seed0" / "snr" / "ledger.json").entries
     assert entry.kind == "nonprivate"  # the diagnostic's read of private data is on the record
     table = (tmp_path / "results.md").read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -346,8 +347,6 @@ def cmd_budget(a: argparse.Namespace) -> None:
 
 
 def cmd_run(a: argparse.Namespace) -> None:
-    from dataclasses import replace
-
     from dpal.methods.experiment import QUICK, ExperimentConfig, markdown_table, run_experiment
 
     config = QUICK if a.quick else ExperimentConfig()
@@ -419,11 +418,15 @@ def cmd_randp_run(a: argparse.Namespace) -> None:
 def cmd_adamix_run(a: argparse.Namespace) -> None:
     from dpal.methods.adamix import AdamixConfig, adamix_table, run_adamix
 
+    defaults = AdamixConfig()
     config = AdamixConfig(
         dataset=a.dataset,
         public_per_class=a.public_per_class,
         epsilons=tuple(a.epsilon),
         seeds=a.seeds,
+        projection_rank=a.projection_rank,
+        clip_quantile=a.clip_quantile,
+        train=replace(defaults.train, **({"epochs": a.epochs} if a.epochs else {})),
     )
     out = a.out or f"runs/adamix-{a.dataset}-k{a.public_per_class}"
     rows = run_adamix(config, out, data_dir=a.data_dir)
@@ -634,6 +637,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public-per-class", type=int, default=10)
     p.add_argument("--epsilon", type=float, nargs="+", default=[1.0, 3.0, 8.0])
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument(
+        "--projection-rank", type=int, default=16, help="k: dimension of the public subspace"
+    )
+    p.add_argument(
+        "--clip-quantile",
+        type=float,
+        default=0.5,
+        help="the clip threshold: this quantile of the public projected gradient norms",
+    )
+    p.add_argument("--epochs", type=int, help="epochs of private fine-tuning (default 10)")
     p.add_argument("--out")
     _add_data_dir(p)
     p.set_defaults(func=cmd_adamix_run)

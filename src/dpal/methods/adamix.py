@@ -237,7 +237,7 @@ def _snr_cell(
 
     def compute(cell_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         from dpal.privacy.ledger import Ledger
-        from dpal.training.adamix import signal_to_noise
+        from dpal.training.adamix import signal_to_noise, subspace_capture
 
         # it reads private data without noise: on the record as a non-private mechanism (ε = ∞)
         Ledger(cell_dir / "ledger.json").record(
@@ -261,6 +261,9 @@ def _snr_cell(
         kw = dict(clip=base.clip, noise_multiplier=sigma)
         full = signal_to_noise(model, x, y, px, py, rank=0, **kw)
         projected = signal_to_noise(model, x, y, px, py, rank=config.projection_rank, **kw)
+        captured = subspace_capture(
+            model, x, y, px, py, rank=config.projection_rank, clip=base.clip
+        )
         row = {
             "arm": "snr",
             "epsilon_target": eps,
@@ -268,6 +271,8 @@ def _snr_cell(
             "test_accuracy": float("nan"),
             "snr_full": full,
             "snr_projected": projected,
+            "captured": captured,
+            "rank": config.projection_rank,
             "note": "diagnostic on private data without noise; not released",
         }
         return row, {"noise_multiplier": sigma, "rank": config.projection_rank, "delta": base.delta}
@@ -310,6 +315,13 @@ def adamix_table(rows: list[dict[str, Any]]) -> str:
             f"{full:.4f} without projection, {proj:.4f} with it ({proj / full:.1f}×); "
             "‖clipped sum‖ / E‖noise‖ on one expected-size batch (a diagnostic, not released).",
         ]
+        if all("captured" in r for r in snr):
+            cap = statistics.fmean(r["captured"] for r in snr)
+            lines.append(
+                f"The public top-{snr[0].get('rank', 'k')} subspace holds {100 * cap:.1f}% of the "
+                "squared norm of the private batch's mean clipped gradient (the signal that "
+                "projection keeps)."
+            )
     return "\n".join(lines) + "\n"
 
 

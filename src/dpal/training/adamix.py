@@ -193,3 +193,20 @@ def signal_to_noise(
         basis = public_subspace(_flat(per_example_gradients(model, public_x, public_y)), rank)
     summed = _clipped_projected_sum(model, x, y, basis, clip)
     return float(summed.norm()) / (noise_multiplier * clip * math.sqrt(len(summed)))
+
+
+def subspace_capture(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    public_x: torch.Tensor,
+    public_y: torch.Tensor,
+    *,
+    rank: int,
+    clip: float,
+) -> float:
+    """‖UUᵀḡ‖² / ‖ḡ‖² with ḡ the mean clipped gradient of ``x, y``: the share of the (private)
+    gradient that the public top-``rank`` subspace holds — what projection keeps of the signal."""
+    basis = public_subspace(_flat(per_example_gradients(model, public_x, public_y)), rank)
+    mean = _clipped_projected_sum(model, x, y, None, clip) / len(x)
+    return float((mean @ basis).square().sum() / mean.square().sum())
