@@ -44,8 +44,8 @@ RECIPES: dict[str, RandpRecipe] = {
         prior=PriorConfig(model="cnn-gn", steps=2000, batch_size=128, lr=0.1, pool=30_000),
         train=TrainConfig(
             model="cnn-gn",
-            epochs=10,
-            linear_probe_epochs=4,
+            epochs=3,
+            linear_probe_epochs=1,
             batch_size=1024,
             lr=2.0,
             ema=0.99,
