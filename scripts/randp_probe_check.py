@@ -4,7 +4,8 @@ network of the same shape, on a subset of the real training set, scored on the t
 
 Non-private by design (issue #5's check of the representation, not a released model).
 
-    python scripts/randp_probe_check.py --dataset cifar10 --steps 600 --out runs/randp-probe
+    python scripts/randp_probe_check.py --dataset cifar10 --steps 2000 --lr 0.1 --pool 30000
+    python scripts/randp_probe_check.py --dataset cifar10 --prior runs/randp-cifar10/prior/seed0.pt
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=PriorConfig.lr)
     p.add_argument("--pool", type=int, help="images drawn once and revisited (default: stream)")
     p.add_argument("--kind", default="mixture")
+    p.add_argument("--prior", help="an existing prior (.pt from `dpal randp run`): no Phase I")
     p.add_argument("--model", default="cnn-gn")
     p.add_argument("--train-images", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=0)
@@ -59,7 +61,12 @@ def main() -> None:
         pool=a.pool,
         seed=a.seed,
     )
-    payload = learn_prior(config, prior_path, progress=True)
+    if a.prior:  # e.g. OUT/prior/seed0.pt of `dpal randp run`
+        prior_path = Path(a.prior)
+        payload = torch.load(prior_path, map_location="cpu", weights_only=True)
+        tag = f"{a.dataset}-{prior_path.parent.parent.name}-{prior_path.stem}"
+    else:
+        payload = learn_prior(config, prior_path, progress=True)
     prior_seconds = time.time() - started
     torch.manual_seed(a.seed)
     random_init = build_model(a.model, task.image_shape, task.num_classes)
@@ -69,7 +76,8 @@ def main() -> None:
         "dataset": a.dataset,
         "model": a.model,
         "prior_config": payload["config"],
-        "prior_seconds": round(prior_seconds),
+        "prior": str(prior_path),
+        "prior_seconds": round(prior_seconds) if not a.prior else None,
         "train_images": a.train_images,
         "probe_random_init": linear_probe_accuracy(random_init, train, task.test),
         "probe_randp_prior": linear_probe_accuracy(prior, train, task.test),

@@ -103,6 +103,12 @@ def public_subspace(public_grads: torch.Tensor, rank: int) -> torch.Tensor:
     return vh[:k].T.contiguous()
 
 
+def _public_basis(
+    model: nn.Module, public_x: torch.Tensor, public_y: torch.Tensor, rank: int
+) -> torch.Tensor:
+    return public_subspace(_flat(per_example_gradients(model, public_x, public_y)), rank)
+
+
 def adamix_gradient(
     model: nn.Module,
     x: torch.Tensor,
@@ -171,8 +177,7 @@ def noiseless_projected_sum(
     clip: float,
 ) -> torch.Tensor:
     """s without noise (the quantity whose sensitivity the docstring derives), for tests."""
-    basis = public_subspace(_flat(per_example_gradients(model, public_x, public_y)), rank)
-    return _clipped_projected_sum(model, x, y, basis, clip)
+    return _clipped_projected_sum(model, x, y, _public_basis(model, public_x, public_y, rank), clip)
 
 
 def signal_to_noise(
@@ -188,9 +193,7 @@ def signal_to_noise(
 ) -> float:
     """‖clipped sum‖ / E‖noise‖ for one batch, with (``rank`` > 0) or without projection:
     the projection's effect on the gradient's signal-to-noise ratio."""
-    basis = None
-    if rank > 0:
-        basis = public_subspace(_flat(per_example_gradients(model, public_x, public_y)), rank)
+    basis = _public_basis(model, public_x, public_y, rank) if rank > 0 else None
     summed = _clipped_projected_sum(model, x, y, basis, clip)
     return float(summed.norm()) / (noise_multiplier * clip * math.sqrt(len(summed)))
 
@@ -207,6 +210,6 @@ def subspace_capture(
 ) -> float:
     """‖UUᵀḡ‖² / ‖ḡ‖² with ḡ the mean clipped gradient of ``x, y``: the share of the (private)
     gradient that the public top-``rank`` subspace holds — what projection keeps of the signal."""
-    basis = public_subspace(_flat(per_example_gradients(model, public_x, public_y)), rank)
+    basis = _public_basis(model, public_x, public_y, rank)
     mean = _clipped_projected_sum(model, x, y, None, clip) / len(x)
     return float((mean @ basis).square().sum() / mean.square().sum())
