@@ -65,6 +65,8 @@ def test_every_arm_runs_and_the_table_reports_error_increase(tmp_path, task):
     )
     ledger = Ledger(tmp_path / "seed0" / "adamix-eps4.0" / "run" / "ledger.json")
     assert [e.kind for e in ledger.entries] == ["dpsgd", "dpsgd"]  # the schedule as run
+    metrics = [json.loads(line) for line in (ledger.path.parent / "metrics.jsonl").open()]
+    assert all(m["adamix_clip"] > 0 and 0 <= m["adamix_mix"] <= 1 for m in metrics)
     # every DP arm trains: its weights leave the few-shot initialisation
     start = torch.load(tmp_path / "seed0" / "fewshot.pt", weights_only=True)["state"]
     for arm in ("dp-finetune", "adamix-no-projection", "adamix"):

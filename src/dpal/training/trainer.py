@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -35,7 +36,7 @@ from dpal.privacy.accounting import (
     steps_per_epoch,
 )
 from dpal.privacy.ledger import Ledger, atomic_write_text
-from dpal.training.adamix import MixState, adamix_gradient
+from dpal.training.adamix import AdamixStep, MixState, adamix_gradient
 from dpal.training.augment import augment_copies
 from dpal.training.checkpoint import (
     checkpoint_path,
@@ -121,6 +122,7 @@ def train(
     n = len(x)
     public = _public_set(config, task)
     mix_state = MixState()  # AdaMix's running estimate of the public gradient's bias
+    adamix_trace: list[tuple[float, float]] = []
 
     if config.private:
         sigma, q = (
@@ -200,9 +202,11 @@ def train(
                     yb = yb.repeat_interleave(config.augment_copies)
                 if config.private:
                     if public is not None:  # AdaMix: the same mechanism, in a public subspace
-                        grads = _adamix_step(
+                        adamix = _adamix_step(
                             model, xb, yb, public, config, sigma, q * n, noise_gen, step, mix_state
                         )
+                        grads = adamix.gradient
+                        adamix_trace.append((adamix.clip, adamix.mix))
                     else:
                         grads = private_gradient(
                             model,
@@ -245,6 +249,10 @@ def train(
                 "num_classes": task.num_classes,
                 "wall_seconds": time.perf_counter() - started,
             }
+            if adamix_trace:  # the epoch's mean public quantities (free): threshold, mix weight
+                summary["adamix_clip"] = statistics.fmean(c for c, _ in adamix_trace)
+                summary["adamix_mix"] = statistics.fmean(m for _, m in adamix_trace)
+                adamix_trace.clear()
             save_checkpoint(
                 ckpt,
                 {
@@ -365,7 +373,7 @@ def _adamix_step(
     noise_gen: torch.Generator,
     step: int,
     mix_state: MixState,
-) -> dict[str, torch.Tensor]:
+) -> AdamixStep:
     px, py = public
     if len(px) > config.public_batch:  # a public subset, seeded by the step: resume-safe
         pick = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
@@ -385,7 +393,7 @@ def _adamix_step(
         expected_batch_size=expected_batch_size,
         generator=noise_gen,
         mix_state=mix_state,
-    ).gradient
+    )
 
 
 def _train_head_only(model: nn.Module, head_only: bool) -> None:
