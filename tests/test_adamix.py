@@ -155,3 +155,25 @@ def test_subspace_capture_is_a_share_of_the_gradient(setup):
     whole = subspace_capture(model, x, y, x, y, rank=12, clip=1.0)  # spans every private grad
     assert 0 < part < 1
     assert whole == pytest.approx(1.0, rel=1e-4)
+
+
+def test_mixing_weight_counts_the_noise_averaging_over_the_run(setup):
+    """λ = (v̂/T)/(v̂/T + v_P + b̂²): a longer run averages more noise away, so it leans less on
+    the (fixed, possibly biased) public gradient; T = 1 is the per-step rule."""
+    model, x, y, px, py = setup
+    kw = dict(rank=0, clip=1.0, clip_quantile=None, mix="inverse-variance", noise_multiplier=2.0)
+    weights = [
+        adamix_gradient(
+            model,
+            x,
+            y,
+            px,
+            py,
+            expected_batch_size=12.0,
+            horizon=t,
+            generator=torch.Generator().manual_seed(0),
+            **kw,
+        ).mix
+        for t in (1, 10, 1000)
+    ]
+    assert weights[0] > weights[1] > weights[2] > 0

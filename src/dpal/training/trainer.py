@@ -121,7 +121,6 @@ def train(
     x, y = (t.to(device) for t in task.private.tensors())
     n = len(x)
     public = _public_set(config, task)
-    mix_state = MixState()  # AdaMix's running estimate of the public gradient's bias
     adamix_trace: list[tuple[float, float]] = []
 
     if config.private:
@@ -135,6 +134,7 @@ def train(
         sigma, q = 0.0, 1.0
         per_epoch = math.ceil(n / config.batch_size)
     total_steps = config.epochs * per_epoch
+    mix_state = MixState(horizon=total_steps)  # AdaMix: b̂² across steps, T for the mix
 
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
     ema = _Ema(model, config.ema)
@@ -393,6 +393,7 @@ def _adamix_step(
         expected_batch_size=expected_batch_size,
         generator=noise_gen,
         mix_state=mix_state,
+        horizon=mix_state.horizon,
     )
 
 
