@@ -8,6 +8,7 @@ import torch
 
 from dpal.models.registry import build_model
 from dpal.training.adamix import (
+    MixState,
     adamix_gradient,
     noiseless_projected_sum,
     public_subspace,
@@ -170,7 +171,7 @@ def test_mixing_weight_counts_the_noise_averaging_over_the_run(setup):
             px,
             py,
             expected_batch_size=12.0,
-            horizon=t,
+            mix_state=MixState(horizon=t),
             generator=torch.Generator().manual_seed(0),
             **kw,
         ).mix

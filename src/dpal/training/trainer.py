@@ -393,7 +393,6 @@ def _adamix_step(
         expected_batch_size=expected_batch_size,
         generator=noise_gen,
         mix_state=mix_state,
-        horizon=mix_state.horizon,
     )
 
 
