@@ -95,3 +95,21 @@ def test_train_eval_ledger_on_user_npz(tmp_path, capsys):
         == 0
     )
     assert "ε = " in capsys.readouterr().out
+
+
+def test_adamix_run_options_reach_the_config(monkeypatch, tmp_path):
+    import dpal.methods.adamix as adamix
+
+    seen = {}
+
+    def fake_run(config, out, **_):
+        seen["config"] = config
+        return []
+
+    monkeypatch.setattr(adamix, "run_adamix", fake_run)
+    argv = ["adamix", "run", "--epochs", "3", "--lr", "2", "--projection-rank", "8"]
+    assert main([*argv, "--clip-quantile", "0.7", "--out", str(tmp_path)]) == 0
+    config = seen["config"]
+    assert (config.train.epochs, config.train.lr) == (3, 2.0)
+    assert (config.projection_rank, config.clip_quantile) == (8, 0.7)
+    assert config.train.batch_size == adamix.AdamixConfig().train.batch_size  # rest: defaults

@@ -426,7 +426,11 @@ def cmd_adamix_run(a: argparse.Namespace) -> None:
         seeds=a.seeds,
         projection_rank=a.projection_rank,
         clip_quantile=a.clip_quantile,
-        train=replace(defaults.train, **({"epochs": a.epochs} if a.epochs else {})),
+        train=replace(
+            defaults.train,
+            **({"epochs": a.epochs} if a.epochs else {}),
+            **({"lr": a.lr} if a.lr else {}),
+        ),
     )
     out = a.out or f"runs/adamix-{a.dataset}-k{a.public_per_class}"
     rows = run_adamix(config, out, data_dir=a.data_dir)
@@ -647,6 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the clip threshold: this quantile of the public projected gradient norms",
     )
     p.add_argument("--epochs", type=int, help="epochs of private fine-tuning (default 10)")
+    p.add_argument("--lr", type=float, help="learning rate of every fine-tuning arm (default 0.5)")
     p.add_argument("--out")
     _add_data_dir(p)
     p.set_defaults(func=cmd_adamix_run)
