@@ -107,9 +107,20 @@ def test_adamix_run_options_reach_the_config(monkeypatch, tmp_path):
         return []
 
     monkeypatch.setattr(adamix, "run_adamix", fake_run)
-    argv = ["adamix", "run", "--epochs", "3", "--lr", "2", "--projection-rank", "8"]
+    argv = [
+        "adamix",
+        "run",
+        "--epochs",
+        "3",
+        "--lr",
+        "2",
+        "--projection-rank",
+        "8",
+        "--first-seed",
+        "1",
+    ]
     assert main([*argv, "--clip-quantile", "0.7", "--out", str(tmp_path)]) == 0
     config = seen["config"]
     assert (config.train.epochs, config.train.lr) == (3, 2.0)
-    assert (config.projection_rank, config.clip_quantile) == (8, 0.7)
+    assert (config.projection_rank, config.clip_quantile, config.first_seed) == (8, 0.7, 1)
     assert config.train.batch_size == adamix.AdamixConfig().train.batch_size  # rest: defaults

@@ -424,6 +424,7 @@ def cmd_adamix_run(a: argparse.Namespace) -> None:
         public_per_class=a.public_per_class,
         epsilons=tuple(a.epsilon),
         seeds=a.seeds,
+        first_seed=a.first_seed,
         projection_rank=a.projection_rank,
         clip_quantile=a.clip_quantile,
         train=replace(
@@ -641,6 +642,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public-per-class", type=int, default=10)
     p.add_argument("--epsilon", type=float, nargs="+", default=[1.0, 3.0, 8.0])
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument(
+        "--first-seed", type=int, default=0, help="run seeds FIRST … FIRST+SEEDS−1 (default 0)"
+    )
     p.add_argument(
         "--projection-rank", type=int, default=16, help="k: dimension of the public subspace"
     )

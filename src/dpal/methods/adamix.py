@@ -57,6 +57,9 @@ class AdamixConfig:
     public_per_class: int = 10
     epsilons: tuple[float, ...] = (1.0, 3.0, 8.0)
     seeds: int = 1
+    # Seeds first_seed … first_seed + seeds − 1: two processes can share one --out folder (one
+    # seed each); a later run over all the seeds finds every cell done and writes the table.
+    first_seed: int = 0
     arms: tuple[str, ...] = ARMS
     fewshot: FinetuneConfig = field(
         default_factory=lambda: FinetuneConfig(epochs=100, batch_size=32, lr=0.05)
@@ -124,7 +127,7 @@ def run_adamix(
 
 
 def _cells(config: AdamixConfig, full_task: Task, out: Path, progress: bool) -> Iterator[Cell]:
-    for seed in range(config.seeds):
+    for seed in range(config.first_seed, config.first_seed + config.seeds):
         seed_dir = out / f"seed{seed}"
         task, public = fewshot_split(
             full_task, config.public_per_class, seed, config.public_holdout
