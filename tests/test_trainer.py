@@ -2,6 +2,7 @@
 counted twice, the non-private switch, and config errors."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -123,9 +124,35 @@ def test_non_private_is_one_flag_and_infinite_in_the_ledger(tiny_task, tmp_path)
     assert summary["noise_multiplier"] is None
 
 
+def test_nonprivate_clip_moves_by_at_most_lr_times_clip_a_step(tiny_task, tmp_path):
+    """The baselines' non-private update: each example's gradient clipped at C, averaged, no
+    noise — so one step moves the weights by at most lr·C."""
+    from dpal.models.registry import build_model
+    from dpal.training.checkpoint import load_checkpoint
+
+    cfg = TrainConfig(
+        dataset="synthetic",
+        epochs=1,
+        batch_size=40,
+        lr=0.5,
+        clip=1e-3,
+        ema=0.0,
+        private=False,
+        nonprivate_clip=True,
+    )
+    torch.manual_seed(cfg.seed)
+    start = build_model(cfg.model, tiny_task.image_shape, tiny_task.num_classes).state_dict()
+    train(cfg, tmp_path, task=tiny_task, progress=False)
+    end = load_checkpoint(list_checkpoints(tmp_path)[-1]["path"])["model"]
+    moved = math.sqrt(sum(float((end[k] - start[k]).square().sum()) for k in start))
+    steps = math.ceil(len(tiny_task.private) / cfg.batch_size)
+    assert 0 < moved <= steps * cfg.lr * cfg.clip * (1 + 1e-4)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
+        (dict(epsilon=1.0, nonprivate_clip=True), "non-private runs"),
         (dict(epsilon=0.0), "positive"),
         (dict(epsilon=-2.0), "positive"),
         (dict(epsilon=1.0, delta=1.0), "delta"),

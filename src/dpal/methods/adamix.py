@@ -12,7 +12,8 @@ set that is then *not* private); a model trained on D_pub alone to convergence (
 - ``adamix``: projection onto the public top-k gradient subspace, clip bound from public norms,
   inverse-variance mixing with the public gradient (:mod:`dpal.training.adamix`);
 
-and the non-private upper bound (D_priv ∪ D_pub, same network, same epochs). The paper's metric is
+and the non-private upper bound (D_priv ∪ D_pub, same network, epochs and learning rate,
+clipped but noiseless: ``TrainConfig.nonprivate_clip``). The paper's metric is
 the error increase over the non-private model, (err − err_np) / err_np. A ``snr`` cell measures
 the projection's effect on the gradient's signal-to-noise ratio at the few-shot initialisation.
 """
@@ -183,7 +184,12 @@ def _cells(config: AdamixConfig, full_task: Task, out: Path, progress: bool) -> 
                 "D_priv ∪ D_pub",
             )
             tc = replace(
-                base, private=False, epsilon=None, noise_multiplier=None, init=str(fewshot_pt)
+                base,
+                private=False,
+                epsilon=None,
+                noise_multiplier=None,
+                init=str(fewshot_pt),
+                nonprivate_clip=True,  # same update rule and lr as the DP arms, without noise
             )
             yield Cell(
                 seed,

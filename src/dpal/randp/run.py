@@ -4,7 +4,8 @@ Per seed: Phase I learns a prior from random-process images (free; shared by eve
 each ε, one DP-SGD run whose first ``linear_probe_epochs`` train only the head (Phase II, DP linear
 probing) and the rest every layer (Phase III) — one σ, one q, one ledger for both phases. Beside
 it, on the same network and the same ε and number of epochs: DP-SGD from scratch, and the
-non-private upper bound (same network, same epochs, no clipping or noise). Each arm is a cell of
+non-private upper bound (same network, epochs and learning rate, per-example clipping kept but no
+noise: ``TrainConfig.nonprivate_clip``). Each arm is a cell of
 :mod:`dpal.reproduce.runner`: resumable, with provenance.
 
 Recipes: ``cpu`` — a small GroupNorm CNN, a short prior and a short DP schedule that fit 2 CPU
@@ -161,7 +162,12 @@ def _arm(
             tc = replace(tc, linear_probe_epochs=0)
         else:
             tc = replace(
-                tc, private=False, epsilon=None, noise_multiplier=None, linear_probe_epochs=0
+                tc,
+                private=False,
+                epsilon=None,
+                noise_multiplier=None,
+                linear_probe_epochs=0,
+                nonprivate_clip=True,  # same update rule and lr as the DP arms, without noise
             )
         run_dir = cell_dir / "run"
         result = train(tc, run_dir, task=task, progress=progress, device=device)

@@ -57,6 +57,10 @@ class TrainConfig:
     clip_quantile: float | None = None
     public_mix: float | str = 0.0
     public_batch: int = 256
+    # Non-private runs only: clip each example's gradient at ``clip`` and add no noise — DP-SGD's
+    # update rule without its noise, so the learning rate tuned for DP-SGD serves the
+    # non-private baseline too (plain SGD at a DP learning rate of 2–4 diverges or stalls).
+    nonprivate_clip: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs <= 0:
@@ -111,7 +115,11 @@ class TrainConfig:
                 raise DpalError(
                     "--non-private training takes neither --epsilon nor --noise-multiplier."
                 )
+            if self.nonprivate_clip and not self.clip > 0:
+                raise DpalError(f"clipping needs --clip > 0, got {self.clip}.")
             return
+        if self.nonprivate_clip:
+            raise DpalError("nonprivate_clip is for non-private runs (private=False) only.")
         if not (self.clip > 0):
             raise DpalError(f"--clip must be > 0 for DP-SGD, got {self.clip}.")
         if (self.epsilon is None) == (self.noise_multiplier is None):

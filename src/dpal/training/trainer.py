@@ -221,6 +221,20 @@ def train(
                         )
                     for name, p in model.named_parameters():
                         p.grad = grads.get(name)  # None for frozen parameters
+                elif config.nonprivate_clip:  # DP-SGD's update without its noise
+                    grads = private_gradient(
+                        model,
+                        xb,
+                        yb,
+                        copies=config.augment_copies,
+                        max_grad_norm=config.clip,
+                        noise_multiplier=0.0,
+                        expected_batch_size=len(idx),
+                        generator=noise_gen,
+                        engine=config.engine,
+                    )
+                    for name, p in model.named_parameters():
+                        p.grad = grads.get(name)
                 else:
                     optimizer.zero_grad(set_to_none=True)
                     F.cross_entropy(model(xb), yb).backward()
