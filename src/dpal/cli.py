@@ -654,8 +654,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         help="the clip threshold: this quantile of the public projected gradient norms",
     )
-    p.add_argument("--epochs", type=int, help="epochs of private fine-tuning (default 10)")
-    p.add_argument("--lr", type=float, help="learning rate of every fine-tuning arm (default 0.5)")
+    p.add_argument("--epochs", type=int, help="epochs of private fine-tuning (default 5)")
+    p.add_argument("--lr", type=float, help="learning rate of every fine-tuning arm (default 4)")
     p.add_argument("--out")
     _add_data_dir(p)
     p.set_defaults(func=cmd_adamix_run)
