@@ -3,7 +3,7 @@ an existing `dpal adamix run` folder (seed 0), at one ε — beside the runner's
 leave one ingredient out at a time. Each run records its mean threshold and mix weight per epoch
 in metrics.jsonl.
 
-    python scripts/adamix_attribution.py --run runs/acc/adamix-mnist --epsilon 1 --epochs 5 \\
+    python scripts/adamix_attribution.py --run runs/acc/adamix-mnist --epsilon 1 --lr 0.5 \\
         clip-only mix-only no-projection-traced
 """
 
@@ -34,6 +34,7 @@ def main() -> None:
     p.add_argument("--public-per-class", type=int, default=10)
     p.add_argument("--epsilon", type=float, default=1.0)
     p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--lr", type=float, default=AdamixConfig().train.lr)
     a = p.parse_args()
     config = AdamixConfig()
     seed_dir = Path(a.run) / "seed0"
@@ -44,6 +45,7 @@ def main() -> None:
         seed=0,
         epsilon=a.epsilon,
         epochs=a.epochs,
+        lr=a.lr,
         init=str(seed_dir / "fewshot.pt"),
         public_set=str(seed_dir / "public.npz"),
     )
