@@ -200,14 +200,14 @@ def train(
                         generator=augment_gen,
                     )
                     yb = yb.repeat_interleave(config.augment_copies)
-                if config.private:
-                    if public is not None:  # AdaMix: the same mechanism, in a public subspace
+                if config.private or config.nonprivate_clip:
+                    if config.private and public is not None:  # AdaMix: in a public subspace
                         adamix = _adamix_step(
                             model, xb, yb, public, config, sigma, q * n, noise_gen, step, mix_state
                         )
                         grads = adamix.gradient
                         adamix_trace.append((adamix.clip, adamix.mix))
-                    else:
+                    else:  # DP-SGD; non-private with nonprivate_clip: σ = 0, the batch's own size
                         grads = private_gradient(
                             model,
                             xb,
@@ -215,26 +215,12 @@ def train(
                             copies=config.augment_copies,
                             max_grad_norm=config.clip,
                             noise_multiplier=sigma,
-                            expected_batch_size=q * n,
+                            expected_batch_size=q * n if config.private else len(idx),
                             generator=noise_gen,
                             engine=config.engine,
                         )
                     for name, p in model.named_parameters():
                         p.grad = grads.get(name)  # None for frozen parameters
-                elif config.nonprivate_clip:  # DP-SGD's update without its noise
-                    grads = private_gradient(
-                        model,
-                        xb,
-                        yb,
-                        copies=config.augment_copies,
-                        max_grad_norm=config.clip,
-                        noise_multiplier=0.0,
-                        expected_batch_size=len(idx),
-                        generator=noise_gen,
-                        engine=config.engine,
-                    )
-                    for name, p in model.named_parameters():
-                        p.grad = grads.get(name)
                 else:
                     optimizer.zero_grad(set_to_none=True)
                     F.cross_entropy(model(xb), yb).backward()
