@@ -97,8 +97,8 @@ class BatchAugment:
     grayscale (p = 0.2) — drawn independently per image but applied to the whole batch at once.
 
     Written here rather than taken from torchvision's v2 transforms because those run image by
-    image: on 2 CPU cores the per-image loop took 0.18 s for two views of 128 images at 32×32,
-    as long as the network's forward and backward pass; this takes 0.02 s. Crops are
+    image: for two views of 128 images at 32×32 on 2 CPU cores the per-image loop takes 0.11 s,
+    about half a Phase I training step, and this 0.012 s (``benchmarks/randp_augment.py``). Crops are
     bilinear-resampled with :func:`torchvision.ops.roi_align` (which averages over each output
     pixel's footprint, so downscaling is anti-aliased); hue is a rotation of the YIQ chroma plane.
     """
