@@ -98,9 +98,10 @@ class BatchAugment:
 
     Written here rather than taken from torchvision's v2 transforms because those run image by
     image: for two views of 128 images at 32×32 on 2 CPU cores the per-image loop takes 0.11 s,
-    about half a Phase I training step, and this 0.012 s (``benchmarks/randp_augment.py``). Crops are
-    bilinear-resampled with :func:`torchvision.ops.roi_align` (which averages over each output
-    pixel's footprint, so downscaling is anti-aliased); hue is a rotation of the YIQ chroma plane.
+    about half a Phase I training step, and this 0.012 s (``benchmarks/randp_augment.py``).
+    Crops are bilinear-resampled with :func:`torchvision.ops.roi_align` (which averages over each
+    output pixel's footprint, so downscaling is anti-aliased); hue is a rotation of the YIQ chroma
+    plane.
     """
 
     _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
