@@ -74,6 +74,7 @@ def test_full_recipe_runs_a_few_steps_at_toy_scale(tmp_path, color_task):
         dataset="synthetic-rgb",
         epsilons=(8.0,),
         recipe="full",
+        first_seed=1,  # a second process can take seed 1 into the same folder
         arms=("dp-randp",),
         prior=replace(recipe.prior, steps=1, batch_size=4),
         train=replace(
@@ -82,6 +83,9 @@ def test_full_recipe_runs_a_few_steps_at_toy_scale(tmp_path, color_task):
     )
     (row,) = run_randp(config, tmp_path, task=color_task, progress=False)
     assert row["arm"] == "dp-randp" and 0 <= row["test_accuracy"] <= 1
+    assert (tmp_path / "prior" / "seed1.pt").exists()
+    assert (tmp_path / "seed1" / "dp-randp-eps8.0" / "cell.json").exists()
+    assert not (tmp_path / "seed0").exists()
 
 
 def test_bad_recipe_or_arm():

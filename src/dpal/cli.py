@@ -405,7 +405,11 @@ def cmd_randp_run(a: argparse.Namespace) -> None:
     from dpal.randp.run import RandpConfig, run_randp
 
     config = RandpConfig(
-        dataset=a.dataset, epsilons=tuple(a.epsilon), recipe=a.recipe, seeds=a.seeds
+        dataset=a.dataset,
+        epsilons=tuple(a.epsilon),
+        recipe=a.recipe,
+        seeds=a.seeds,
+        first_seed=a.first_seed,
     )
     out = a.out or f"runs/randp-{a.dataset}-{a.recipe}"
     rows = run_randp(config, out, data_dir=a.data_dir, device=a.device)
@@ -693,6 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epsilon", type=float, nargs="+", default=[1.0, 3.0, 8.0])
     p.add_argument("--recipe", default="cpu", choices=("cpu", "full"))
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument(
+        "--first-seed", type=int, default=0, help="run seeds FIRST … FIRST+SEEDS−1 (default 0)"
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda (the full recipe wants a GPU)")
     p.add_argument("--out")
     _add_data_dir(p)

@@ -77,6 +77,9 @@ class RandpConfig:
     epsilons: tuple[float, ...] = (1.0, 3.0, 8.0)
     recipe: str = "cpu"
     seeds: int = 1
+    # Seeds first_seed … first_seed + seeds − 1: two processes can share one --out folder (one
+    # seed each); a later run over all the seeds finds every cell done and writes the table.
+    first_seed: int = 0
     arms: tuple[str, ...] = ARMS
     prior: PriorConfig | None = None  # default: the recipe's
     train: TrainConfig | None = None
@@ -113,7 +116,7 @@ def run_randp(
     prior_config = replace(prior_config, size=h, channels=c, model=train_config.model)
 
     def cells() -> Iterator[Cell]:
-        for seed in range(config.seeds):
+        for seed in range(config.first_seed, config.first_seed + config.seeds):
             prior_path = out / "prior" / f"seed{seed}.pt"
             for eps in config.epsilons:
                 for arm in config.arms:
