@@ -404,12 +404,19 @@ def cmd_randp_generate(a: argparse.Namespace) -> None:
 def cmd_randp_run(a: argparse.Namespace) -> None:
     from dpal.randp.run import RandpConfig, run_randp
 
+    train = None
+    if a.standardize_features:
+        from dpal.randp.run import RECIPES
+
+        train = replace(RECIPES[a.recipe].train, standardize_features=True)
     config = RandpConfig(
+        train=train,
         dataset=a.dataset,
         epsilons=tuple(a.epsilon),
         recipe=a.recipe,
         seeds=a.seeds,
         first_seed=a.first_seed,
+        arms=tuple(a.arms),
     )
     out = a.out or f"runs/randp-{a.dataset}-{a.recipe}"
     rows = run_randp(config, out, data_dir=a.data_dir, device=a.device)
@@ -699,6 +706,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument(
         "--first-seed", type=int, default=0, help="run seeds FIRST … FIRST+SEEDS−1 (default 0)"
+    )
+    p.add_argument(
+        "--arms",
+        nargs="+",
+        default=["dp-randp", "dp-scratch", "non-private"],
+        choices=("dp-randp", "dp-scratch", "non-private"),
+    )
+    p.add_argument(
+        "--standardize-features",
+        action="store_true",
+        help="every arm: centre and scale the head's input with statistics of random-process "
+        "images (free in privacy)",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda (the full recipe wants a GPU)")
     p.add_argument("--out")

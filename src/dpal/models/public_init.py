@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from dpal.errors import DpalError
+from dpal.models.groupnorm import FeatureStandardization
 from dpal.training.checkpoint import atomic_torch_save
 
 
@@ -64,7 +65,14 @@ def load_public_init(model: nn.Module, path: str | Path, model_name: str) -> dic
         )
     head = head_name(model)
     full = model.state_dict()
-    body = {k for k in full if not k.startswith(head + ".")}
+    # the head's input standardisation is set per task (dpal.randp.standardize), not inherited
+    optional = {
+        f"{name}.{buffer}"
+        for name, m in model.named_modules()
+        if isinstance(m, FeatureStandardization)
+        for buffer in ("shift", "scale")
+    }
+    body = {k for k in full if not k.startswith(head + ".")} - optional
     state = payload["state"]
     # every layer but the head must be there; the head too when the weights are for this task
     if not body <= set(state) or any(

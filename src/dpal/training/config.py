@@ -48,6 +48,9 @@ class TrainConfig:
     # DP-RandP: the first epochs train only the classifier head (DP linear probing of the
     # initialisation's features), the rest every layer; the same σ and q throughout.
     linear_probe_epochs: int = 0
+    # Before training, standardise the head's input with the feature mean and spread of
+    # random-process images (dpal.randp.standardize): no private data, so no privacy cost.
+    standardize_features: bool = False
     # AdaMix (dpal.training.adamix): a labelled *public* set (npz with x, y) read at every step
     # for the top-k gradient subspace (projection_rank; 0 = none), the clip bound (a quantile of
     # the public projected norms; None = ``clip``) and the public gradient mixed in

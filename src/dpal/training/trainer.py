@@ -36,6 +36,7 @@ from dpal.privacy.accounting import (
     steps_per_epoch,
 )
 from dpal.privacy.ledger import Ledger, atomic_write_text
+from dpal.randp.standardize import standardize_from_random_process
 from dpal.training.adamix import AdamixStep, MixState, adamix_gradient
 from dpal.training.augment import augment_copies
 from dpal.training.checkpoint import (
@@ -115,6 +116,8 @@ def train(
     model = build_model(config.model, task.image_shape, task.num_classes)
     if config.init is not None and state is None:  # a resumed run loads its own weights below
         load_public_init(model, config.init, config.model)
+    if config.standardize_features and state is None:  # a resumed run's are in its checkpoint
+        standardize_from_random_process(model, task.image_shape, seed=config.seed)
     model = model.to(device)
     sampler_gen = torch.Generator().manual_seed(int(seeds[0]))
     noise_gen = torch.Generator(device=device).manual_seed(int(seeds[1]))
