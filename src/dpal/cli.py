@@ -405,10 +405,10 @@ def cmd_randp_run(a: argparse.Namespace) -> None:
     from dpal.randp.run import RandpConfig, run_randp
 
     train = None
-    if a.standardize_features:
+    if a.standardize_features is not None:  # else the recipe's choice
         from dpal.randp.run import RECIPES
 
-        train = replace(RECIPES[a.recipe].train, standardize_features=True)
+        train = replace(RECIPES[a.recipe].train, standardize_features=a.standardize_features)
     config = RandpConfig(
         train=train,
         dataset=a.dataset,
@@ -715,9 +715,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--standardize-features",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         help="every arm: centre and scale the head's input with statistics of random-process "
-        "images (free in privacy)",
+        "images (free in privacy); default: the recipe's choice (cpu: on, full: off)",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda (the full recipe wants a GPU)")
     p.add_argument("--out")
