@@ -93,3 +93,22 @@ def test_bad_recipe_or_arm():
         RandpConfig(recipe="gpu")
     with pytest.raises(DpalError, match="arms"):
         RandpConfig(arms=("dp-magic",))
+
+
+def test_cli_passes_phase_i_steps_arms_seeds_and_standardisation(monkeypatch, tmp_path):
+    import dpal.randp.run as randp_run
+    from dpal.cli import main
+
+    seen = []
+    monkeypatch.setattr(randp_run, "run_randp", lambda config, out, **kw: seen.append(config) or [])
+    argv = ["randp", "run", "--dataset", "mnist", "--epsilon", "2", "--out", str(tmp_path)]
+    main([*argv, "--prior-steps", "8000", "--arms", "dp-randp", "--first-seed", "1"])
+    main([*argv, "--no-standardize-features"])
+    main(argv)
+    first, off, default = seen
+    assert first.resolved()[0].steps == 8000 and first.arms == ("dp-randp",)
+    assert first.first_seed == 1 and first.epsilons == (2.0,)
+    assert first.resolved()[1].standardize_features  # the cpu recipe's choice
+    assert not off.resolved()[1].standardize_features
+    assert default.prior is None and default.train is None  # the recipe's, untouched
+    assert default.resolved()[0].steps == RECIPES["cpu"].prior.steps

@@ -409,7 +409,13 @@ def cmd_randp_run(a: argparse.Namespace) -> None:
         from dpal.randp.run import RECIPES
 
         train = replace(RECIPES[a.recipe].train, standardize_features=a.standardize_features)
+    prior = None
+    if a.prior_steps is not None:
+        from dpal.randp.run import RECIPES
+
+        prior = replace(RECIPES[a.recipe].prior, steps=a.prior_steps)
     config = RandpConfig(
+        prior=prior,
         train=train,
         dataset=a.dataset,
         epsilons=tuple(a.epsilon),
@@ -712,6 +718,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["dp-randp", "dp-scratch", "non-private"],
         choices=("dp-randp", "dp-scratch", "non-private"),
+    )
+    p.add_argument(
+        "--prior-steps", type=int, help="Phase I steps (default: the recipe's: cpu 2,000)"
     )
     p.add_argument(
         "--standardize-features",
