@@ -2,42 +2,35 @@
 features, reads no private data (nothing in the ledger), survives checkpoints, and older
 checkpoints and priors without it still load as the identity."""
 
-import numpy as np
 import pytest
 import torch
 
-from dpal.data.arrays import ImageArrays
 from dpal.data.tasks import Task
 from dpal.errors import DpalError
 from dpal.models.public_init import load_public_init, save_public_init
 from dpal.models.registry import build_model
 from dpal.privacy.ledger import Ledger
-from dpal.randp.generators import sample
-from dpal.randp.standardize import standardize_from_random_process
+from dpal.randp.standardize import random_process_inputs, standardize_from_random_process
 from dpal.training.checkpoint import list_checkpoints, load_checkpoint
 from dpal.training.config import TrainConfig
 from dpal.training.trainer import train
 from tests.conftest import make_images
 
 
-def _synthetic(n: int, seed: int) -> torch.Tensor:
-    images = sample("mixture", n, size=16, channels=3, seed=seed)
-    x, _ = ImageArrays.create(images, np.zeros(n, dtype=np.int64), num_classes=1).tensors()
-    return x
-
-
 def test_features_of_new_random_process_images_come_out_centred_and_unit_scale():
     torch.manual_seed(0)
     model = build_model("cnn-gn", (3, 16, 16), 10)
-    raw = model.embed(_synthetic(512, seed=7)).detach()
+    raw = model.embed(random_process_inputs(512, (3, 16, 16), seed=7)).detach()
     assert raw.mean(0).abs().mean() > 3 * raw.std(0).mean()  # the offset the module removes
     standardize_from_random_process(model, (3, 16, 16), n=1024, seed=0)
     with torch.no_grad():
-        held_out = model.standardize(model.embed(_synthetic(512, seed=7)))  # other images
+        held_out = model.standardize(
+            model.embed(random_process_inputs(512, (3, 16, 16), seed=7))
+        )  # other images
     assert held_out.mean(0).abs().max() < 0.35  # the mean of 1,024 images, off by sampling only
     assert (held_out.std(0) - 1).abs().max() < 0.35
     # the head reads the standardised features: same function class, a fixed affine map
-    x = _synthetic(4, seed=9)
+    x = random_process_inputs(4, (3, 16, 16), seed=9)
     with torch.no_grad():
         expected = model.classifier(
             (model.embed(x) - model.standardize.shift) / model.standardize.scale

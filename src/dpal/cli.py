@@ -402,18 +402,15 @@ def cmd_randp_generate(a: argparse.Namespace) -> None:
 
 
 def cmd_randp_run(a: argparse.Namespace) -> None:
-    from dpal.randp.run import RandpConfig, run_randp
+    from dpal.randp.run import RECIPES, RandpConfig, run_randp
 
-    train = None
-    if a.standardize_features is not None:  # else the recipe's choice
-        from dpal.randp.run import RECIPES
-
-        train = replace(RECIPES[a.recipe].train, standardize_features=a.standardize_features)
+    recipe = RECIPES[a.recipe]
+    train = None  # None: the recipe's
+    if a.standardize_features is not None:
+        train = replace(recipe.train, standardize_features=a.standardize_features)
     prior = None
     if a.prior_steps is not None:
-        from dpal.randp.run import RECIPES
-
-        prior = replace(RECIPES[a.recipe].prior, steps=a.prior_steps)
+        prior = replace(recipe.prior, steps=a.prior_steps)
     config = RandpConfig(
         prior=prior,
         train=train,

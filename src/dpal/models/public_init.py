@@ -70,7 +70,7 @@ def load_public_init(model: nn.Module, path: str | Path, model_name: str) -> dic
         f"{name}.{buffer}"
         for name, m in model.named_modules()
         if isinstance(m, FeatureStandardization)
-        for buffer in ("shift", "scale")
+        for buffer, _ in m.named_buffers(recurse=False)
     }
     body = {k for k in full if not k.startswith(head + ".")} - optional
     state = payload["state"]

@@ -24,6 +24,19 @@ from dpal.randp.generators import sample
 N_IMAGES = 4096
 
 
+def random_process_inputs(
+    n: int, image_shape: tuple[int, int, int], *, seed: int = 0
+) -> torch.Tensor:
+    """``n`` mixture random-process images of ``image_shape`` (``c, h, w``; square) as model
+    inputs: float ``[n, c, h, w]`` in [-1, 1], exactly as :meth:`ImageArrays.tensors` maps data."""
+    c, h, w = image_shape
+    if h != w:
+        raise DpalError(f"random-process images are square; this task's are {h}×{w}.")
+    images = sample("mixture", n, size=h, channels=c, seed=seed)
+    labels = np.zeros(n, dtype=np.int64)  # unused: ImageArrays wants labels
+    return ImageArrays.create(images, labels, num_classes=1).tensors()[0]
+
+
 @torch.no_grad()
 def standardize_from_random_process(
     model: nn.Module,
@@ -47,13 +60,7 @@ def standardize_from_random_process(
             "feature standardisation needs a model with embed() and a FeatureStandardization "
             "before its head: use cnn-gn or wrn-16-4."
         )
-    c, h, w = image_shape
-    if h != w:
-        raise DpalError(f"random-process images are square; this task's are {h}×{w}.")
-    images = sample("mixture", n, size=h, channels=c, seed=seed)
-    x, _ = ImageArrays.create(
-        images, np.zeros(len(images), dtype=np.int64), num_classes=1
-    ).tensors()
+    x = random_process_inputs(n, image_shape, seed=seed)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
