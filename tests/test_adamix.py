@@ -38,6 +38,28 @@ def test_sensitivity_is_the_clip_bound_on_neighbouring_batches(setup, clip):
         assert gap == pytest.approx(clip, rel=1e-4)
 
 
+@pytest.mark.parametrize("copies", [2, 4])
+def test_augmented_copies_are_averaged_before_the_clip(setup, copies):
+    """With K augmented copies per example, one example is still one clipped term: removing
+    an example's K copies moves the sum by ≤ C (clipping each copy would move it by up to K·C),
+    and inputs that are not whole groups of K are refused by the mechanism itself."""
+    model, x, y, px, py = setup
+    xk, yk = x.repeat_interleave(copies, 0), y.repeat_interleave(copies)
+    xk = xk + 0.1 * torch.randn_like(xk)  # copies differ, as augmentations do
+    clip = 1e-3  # every example's gradient exceeds it: the bound is attained
+    full = noiseless_projected_sum(model, xk, yk, px, py, rank=8, clip=clip, copies=copies)
+    less = noiseless_projected_sum(
+        model, xk[copies:], yk[copies:], px, py, rank=8, clip=clip, copies=copies
+    )
+    assert float((full - less).norm()) == pytest.approx(clip, rel=1e-4)
+    with pytest.raises(ValueError, match="whole groups"):
+        noiseless_projected_sum(model, xk[1:], yk[1:], px, py, rank=8, clip=clip, copies=copies)
+    step = adamix_gradient(model, xk, yk, px, py, rank=8, clip=1.0, clip_quantile=None, mix=0.0,
+                           noise_multiplier=1.0, expected_batch_size=12.0,
+                           generator=torch.Generator().manual_seed(0), copies=copies)  # fmt: skip
+    assert step.rank == 8
+
+
 def test_noise_has_scale_sigma_c_and_lives_in_the_public_subspace(setup):
     model, _, _, px, py = setup
     empty_x, empty_y = torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long)

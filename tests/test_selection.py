@@ -103,6 +103,8 @@ def _counts(private_z, private_unc, public_z, public_unc, k, mode):
 
 @pytest.mark.parametrize("mode, bound", [("threshold", 1.0), ("top-k", 2.0)])
 def test_support_count_sensitivity_on_neighbouring_datasets(mode, bound):
+    """The Δ₁ the mechanism calibrates its Laplace noise to is the one measured here."""
+    assert NearPrivateConfig(k=10, private_selection=mode).sensitivity == bound
     rng = np.random.default_rng(0)
     worst = 0.0
     for _ in range(300):

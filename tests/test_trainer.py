@@ -14,7 +14,15 @@ from dpal.training.checkpoint import list_checkpoints
 from dpal.training.config import TrainConfig
 from dpal.training.trainer import train
 
-CFG = dict(dataset="synthetic", epochs=2, batch_size=40, lr=0.5, noise_multiplier=1.0, ema=0.9)
+CFG = dict(
+    dataset="synthetic",
+    epochs=2,
+    batch_size=40,
+    lr=0.5,
+    noise_multiplier=1.0,
+    ema=0.9,
+    deterministic_noise=True,  # bit-identical runs and resumes: these tests compare models
+)
 
 
 def _params(model):

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from dpal.errors import DpalError
+from dpal.errors import DpalError, DpalWarning
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -81,7 +81,7 @@ def cmd_train(a: argparse.Namespace) -> None:
 
     if a.resume:
         # Only the epoch to continue to is taken from the command line; the rest is stored.
-        config = TrainConfig(epochs=a.epochs, epsilon=1.0) if a.epochs else None
+        config = TrainConfig(epochs=a.epochs, epsilon=1.0) if a.epochs is not None else None
         out = a.out or str(Path(a.resume).resolve().parent.parent)
     else:
         if not a.out:
@@ -89,7 +89,7 @@ def cmd_train(a: argparse.Namespace) -> None:
         config = TrainConfig(
             dataset=a.dataset,
             model=a.model,
-            epochs=a.epochs or TrainConfig.epochs,
+            epochs=TrainConfig.epochs if a.epochs is None else a.epochs,
             batch_size=a.batch_size,
             lr=a.lr,
             momentum=a.momentum,
@@ -105,6 +105,7 @@ def cmd_train(a: argparse.Namespace) -> None:
             max_shift=a.max_shift,
             holdout=a.holdout,
             seed=a.seed,
+            deterministic_noise=a.deterministic_noise,
             init=a.init,
             linear_probe_epochs=a.linear_probe_epochs,
         )
@@ -143,12 +144,16 @@ def cmd_eval(a: argparse.Namespace) -> None:
 
 
 def cmd_ledger(a: argparse.Namespace) -> None:
-    from dpal.privacy.ledger import Ledger
+    from dpal.training.lineage import open_checked, rebuild
 
     path = Path(a.run_dir) / "ledger.json"
-    if not path.exists():
-        raise DpalError(f"{path}: no ledger here; give the --out directory of a dpal run.")
-    ledger = Ledger(path)
+    if a.rebuild:
+        _, kept = rebuild(a.run_dir)
+        print(
+            f"rebuilt {path} from the checkpoints' lineage"
+            + (f"; the old file is {kept}" if kept else "")
+        )
+    ledger = open_checked(a.run_dir)  # a missing or edited ledger is refused, never under-counted
     if a.delta is None:  # the run's own δ, where recorded
         a.delta = _run_delta(Path(a.run_dir))
     totals = ledger.totals(delta=a.delta)
@@ -164,7 +169,10 @@ def cmd_ledger(a: argparse.Namespace) -> None:
     print(f"privacy ledger {path}  (adjacency: add/remove-one example)")
     for e in ledger.entries:
         params = ", ".join(f"{k}={v:.6g}" for k, v in e.params.items())
-        print(f"  #{e.id:<3} {e.status:<7} {e.mechanism:<16} {e.kind:<10} {params}  {e.note}")
+        source = f"  [noise: {e.noise.split(' ')[0]}]" if e.noise else ""
+        print(
+            f"  #{e.id:<3} {e.status:<7} {e.mechanism:<16} {e.kind:<10} {params}  {e.note}{source}"
+        )
     print(
         f"total at δ = {a.delta:g}:  ε = {totals.epsilon_pld:.4f} (PLD)   "
         f"{totals.epsilon_rdp:.4f} (RDP)   {totals.epsilon_naive:.4f} (naive sum over "
@@ -234,6 +242,7 @@ def _select_config(a: argparse.Namespace) -> Any:
         epsilon_support=a.epsilon_support,
         private_selection=a.private_selection,
         seed=a.seed,
+        deterministic_noise=a.deterministic_noise,
     )
 
 
@@ -266,7 +275,7 @@ def cmd_select(a: argparse.Namespace) -> None:
 
     picked = select_to_dir(a.checkpoint, a.out, _select_config(a), data_dir=a.data_dir)
     print(f"selected {len(picked)} public points ({a.strategy}) → {a.out}/selection.json")
-    cmd_ledger(argparse.Namespace(run_dir=a.out, delta=None, json=False))
+    cmd_ledger(argparse.Namespace(run_dir=a.out, delta=None, json=False, rebuild=False))
 
 
 def cmd_label(a: argparse.Namespace) -> None:
@@ -473,6 +482,12 @@ def _selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epsilon-support", type=float, default=0.6, help="near-private: counts ε")
     p.add_argument("--private-selection", default="threshold", choices=("threshold", "top-k"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--deterministic-noise",
+        action="store_true",
+        help="noise from --seed, not OS entropy: bit-reproducible, but anyone who knows the "
+        "seed can undo the noise (experiments only; recorded in the ledger)",
+    )
 
 
 def _finetune_args(p: argparse.ArgumentParser) -> None:
@@ -560,6 +575,12 @@ def build_parser() -> argparse.ArgumentParser:
         "is printed without noise: a non-private statistic of private data",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--deterministic-noise",
+        action="store_true",
+        help="noise from --seed, not OS entropy: bit-reproducible, but anyone who knows the "
+        "seed can undo the noise (experiments only; recorded in the ledger)",
+    )
     p.add_argument("--out", help="run directory")
     p.add_argument("--resume", help="checkpoint to continue from")
     p.add_argument("--quiet", action="store_true")
@@ -739,20 +760,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--delta", type=float, help="default: the run's own δ (else 1e-5)")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="write the ledger anew from the lineage its checkpoints carry (the damaged file is "
+        "kept as ledger.json.damaged-N); over-counts, never under-counts",
+    )
     p.set_defaults(func=cmd_ledger)
     return parser
 
 
+def _one_line_warnings(show: Any) -> Any:
+    """``warnings.showwarning`` that prints dpal's warnings as one line, others as Python does."""
+
+    def showwarning(message: Any, category: Any, *rest: Any) -> None:
+        if issubclass(category, DpalWarning):
+            print(f"dpal: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, *rest)
+
+    return showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     args = build_parser().parse_args(argv)
+    show = warnings.showwarning
+    warnings.showwarning = _one_line_warnings(show)
     try:
         args.func(args)
     except DpalError as err:
         print(f"dpal: error: {err}", file=sys.stderr)
         return 2
+    except PermissionError as err:
+        print(f"dpal: error: {err.filename}: permission denied; choose a writable path.",
+              file=sys.stderr)  # fmt: skip
+        return 2
     except KeyboardInterrupt:
         print("dpal: interrupted; checkpoints and the ledger so far are kept.", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = show
     return 0
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from dpal.errors import DpalError
 from dpal.privacy.ledger import Entry, Ledger
+from dpal.training.lineage import open_checked
 
 
 @dataclass
@@ -132,7 +133,9 @@ def write_report(run_dir: str | Path, *, data_dir: str | None = None) -> tuple[P
     )
     if (run / "selection.json").exists() and (run / "ledger.json").exists():
         _improvement(doc, run, out, data_dir)
-    elif (run / "run.json").exists() and (run / "ledger.json").exists():
+    elif (run / "run.json").exists() and (
+        (run / "ledger.json").exists() or (run / "checkpoints").is_dir()
+    ):
         _training(doc, run, out)
     elif (run / "results.json").exists():
         _experiment(doc, run, out, data_dir)
@@ -148,7 +151,9 @@ def write_report(run_dir: str | Path, *, data_dir: str | None = None) -> tuple[P
 
 
 def _ledger_section(doc: Doc, ledger_path: Path, delta: float, title: str) -> None:
-    ledger = Ledger(ledger_path)
+    run = ledger_path.parent
+    # a training run's ledger is checked against its checkpoints' lineage: never under-counted
+    ledger = open_checked(run) if (run / "checkpoints").is_dir() else Ledger(ledger_path)
     totals = ledger.totals(delta=delta)
     doc.h(3, title)
     groups: list[tuple[Entry, int, int]] = []  # (first entry, count, steps) of runs of alike

@@ -87,11 +87,33 @@ def _read_label_studio(path: Path) -> dict[int, str]:
         for task in tasks:
             item_id = int(task["data"]["dpal_id"])
             results = [r for a in task.get("annotations", []) for r in a.get("result", [])]
+            if item_id in out:
+                raise DpalError(f"{path}: task dpal_id {item_id} appears twice; keep one.")
             if results:
                 out[item_id] = str(results[-1]["value"]["choices"][0])
         return out
     except (OSError, json.JSONDecodeError, KeyError, IndexError, TypeError) as err:
         raise DpalError(f"{path}: not a Label Studio JSON export of dpal tasks ({err}).") from err
+
+
+def _read_csv(path: Path) -> dict[int, str]:
+    """``{id: label}`` from a CSV with columns id,label; an id given twice is refused (which of
+    two answers is right is the labeller's call, not ours)."""
+    try:
+        with path.open() as f:
+            rows = [(r["id"], r["label"]) for r in csv.DictReader(f)]
+        labelled = [(int(i), label) for i, label in rows if (label or "").strip()]
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        raise DpalError(f"{path}: expected a CSV with columns id,label ({err}).") from err
+    out: dict[int, str] = {}
+    for item_id, label in labelled:
+        if item_id in out:
+            raise DpalError(
+                f"{path}: id {item_id} is labelled twice ({out[item_id]!r} and {label!r}); "
+                "keep one row per id."
+            )
+        out[item_id] = label
+    return out
 
 
 def import_labels(
@@ -104,14 +126,7 @@ def import_labels(
     """``{pool_index: label}`` (``REJECTED`` for rejections) from a CSV or Label Studio export."""
     path = Path(labels_file)
     by_id = _read_manifest(Path(manifest))
-    if path.suffix.lower() == ".json":
-        raw = _read_label_studio(path)
-    else:
-        try:
-            with path.open() as f:
-                raw = {int(r["id"]): r["label"] for r in csv.DictReader(f) if r["label"].strip()}
-        except (OSError, KeyError, ValueError) as err:
-            raise DpalError(f"{path}: expected a CSV with columns id,label ({err}).") from err
+    raw = _read_label_studio(path) if path.suffix.lower() == ".json" else _read_csv(path)
     unknown = sorted(set(raw) - set(by_id))
     if unknown:
         raise DpalError(f"{path}: ids not in the manifest: {unknown[:10]}; check the file.")

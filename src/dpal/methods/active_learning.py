@@ -25,7 +25,9 @@ from dpal.errors import DpalError
 from dpal.labeling.oracle import REJECTED, Oracle
 from dpal.models.embedding import logits_and_embeddings
 from dpal.models.registry import build_model
+from dpal.privacy import noise_source
 from dpal.privacy.ledger import Ledger, atomic_write_text
+from dpal.privacy.noise_source import numpy_noise_rng
 from dpal.selection.near_private import NearPrivateConfig, near_private
 from dpal.selection.scores import uncertainty
 from dpal.selection.strategies import (
@@ -34,9 +36,10 @@ from dpal.selection.strategies import (
     random_selection,
     top_uncertain,
 )
-from dpal.training.checkpoint import load_checkpoint
+from dpal.training.checkpoint import RELEASE_FORMAT, atomic_torch_save, load_checkpoint
 from dpal.training.evaluate import accuracy, logits_of
 from dpal.training.finetune import FinetuneConfig, finetune
+from dpal.training.lineage import open_checked
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +55,9 @@ class SelectConfig:
     private_selection: str = "threshold"
     delta: float = 1e-5
     seed: int = 0
+    # DP-PCA and support-count noise from ``seed`` instead of OS entropy (experiments only:
+    # whoever knows the seed can undo the noise; dpal.privacy.noise_source).
+    deterministic_noise: bool = False
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -86,14 +92,15 @@ def load_released_model(path: str | Path) -> Checkpoint:
     state = load_checkpoint(path)
     s = state["summary"]
     model = build_model(s["config"]["model"], tuple(s["image_shape"]), s["num_classes"])
-    model.load_state_dict(state["release"])
+    model.load_state_dict(state["model"])
     model.eval()
     return Checkpoint(model, s, Path(path))
 
 
 def lineage_ledger(checkpoint: Checkpoint, path: Path) -> Ledger:
-    """A new ledger holding exactly the entries behind ``checkpoint``."""
-    source = Ledger(checkpoint.run_dir / "ledger.json")
+    """A new ledger holding exactly the entries behind ``checkpoint`` (the run's ledger checked
+    against its checkpoints' lineage first: an edited one is refused)."""
+    source = open_checked(checkpoint.run_dir)
     ids = set(checkpoint.summary["ledger_entries"])
     entries = [e for e in source.entries if e.id in ids]
     if len(entries) != len(ids):
@@ -147,7 +154,8 @@ def select(
             private_selection=config.private_selection,
         ),
         ledger=ledger,
-        rng=rng,
+        rng=numpy_noise_rng(deterministic=config.deterministic_noise, seed=config.seed),
+        noise=noise_source.source(config.deterministic_noise),
     )
     return result.indices, list(result.ledger_entries)
 
@@ -235,7 +243,8 @@ def finetune_dir(
     keep = y != REJECTED
     data = ImageArrays(task.public.x[bought[keep]], y[keep], task.num_classes, "bought")
     tuned = finetune(ckpt.model, data, finetune_config, unlabelled=task.public)
-    torch.save({"model": tuned.state_dict(), "summary": ckpt.summary}, out / "model.pt")
+    release = {"format": RELEASE_FORMAT, "model": tuned.state_dict(), "summary": ckpt.summary}
+    atomic_torch_save(release, out / "model.pt")  # a release, readable by load_checkpoint
     totals = Ledger(out / "ledger.json").totals(delta=ckpt.summary["delta"])
     result = ImproveResult(
         out_dir=out,

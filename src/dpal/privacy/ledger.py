@@ -29,7 +29,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +41,12 @@ from dpal.privacy.accounting import DpsgdSchedule, check_delta, epsilon
 FORMAT = "dpal-ledger/1"
 Kind = Literal["dpsgd", "gaussian", "laplace", "nonprivate"]
 Status = Literal["pending", "done", "void"]
+KINDS = ("dpsgd", "gaussian", "laplace", "nonprivate")
+STATUSES = ("pending", "done", "void")
+REPAIR = (
+    "restore it from a backup, or rebuild it from the run's checkpoints with "
+    "`dpal ledger RUN_DIR --rebuild`"
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ class Entry:
     note: str = ""
     output: str = ""  # the artifact whose release this entry pays for (a checkpoint file, ...)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    noise: str = ""  # where its noise came from (dpal.privacy.noise_source); "" = no noise
 
     def event(self) -> dp_event.DpEvent:
         p = self.params
@@ -124,9 +131,12 @@ class Ledger:
         note: str = "",
         output: str = "",
         status: Status = "pending",
+        noise: str = "",
     ) -> int:
         """Append an entry (pending unless told) and write the ledger; returns its id."""
-        entry = Entry(len(self.entries), kind, mechanism, dict(params), status, note, output)
+        entry = Entry(
+            len(self.entries), kind, mechanism, dict(params), status, note, output, noise=noise
+        )
         entry.event()  # validates the parameters before anything is written
         self.entries.append(entry)
         self._write()
@@ -141,24 +151,22 @@ class Ledger:
         mechanism: str,
         note: str = "",
         output: str = "",
+        noise: str = "",
     ) -> int:
         params = {"noise_multiplier": noise_multiplier, "sample_rate": sample_rate, "steps": steps}
-        return self.record("dpsgd", mechanism=mechanism, params=params, note=note, output=output)
+        return self.record(
+            "dpsgd", mechanism=mechanism, params=params, note=note, output=output, noise=noise
+        )
 
     def resolve(self, entry_id: int, status: Literal["done", "void"], note: str = "") -> None:
         """pending → done (its output was released) or → void (it released nothing)."""
         old = self.entries[entry_id]
         if old.status != "pending":
             raise DpalError(f"ledger entry {entry_id} is already {old.status}; entries are final.")
-        self.entries[entry_id] = Entry(
-            old.id,
-            old.kind,
-            old.mechanism,
-            old.params,
-            status,
-            f"{old.note}; {note}" if note and old.note else (note or old.note),
-            old.output,
-            old.created,
+        self.entries[entry_id] = replace(
+            old,
+            status=status,
+            note=f"{old.note}; {note}" if note and old.note else (note or old.note),
         )
         self._write()
 
@@ -201,25 +209,22 @@ class Ledger:
         other = Ledger.__new__(Ledger)
         other.path = Path(path)
         other.entries = [
-            Entry(
-                i,
-                e.kind,
-                e.mechanism,
-                e.params,
-                e.status,
-                f"{note} #{e.id}: {e.note}",
-                e.output,
-                e.created,
-            )
-            for i, e in enumerate(entries)
+            replace(e, id=i, note=f"{note} #{e.id}: {e.note}") for i, e in enumerate(entries)
         ]
         other._write()
         return other
 
     def copy_to(self, path: str | os.PathLike[str]) -> Ledger:
         """A new ledger file holding every entry of this one (for a run forked from it)."""
-        other = Ledger.__new__(Ledger)
-        other.path, other.entries = Path(path), list(self.entries)
+        return Ledger.from_entries(path, self.entries)
+
+    @classmethod
+    def from_entries(cls, path: str | os.PathLike[str], entries: list[Entry]) -> Ledger:
+        """A ledger file written anew with ``entries`` (ids must be their positions)."""
+        if any(e.id != i for i, e in enumerate(entries)):
+            raise DpalError("ledger entries must be numbered by position.")
+        other = cls.__new__(cls)
+        other.path, other.entries = Path(path), list(entries)
         other._write()
         return other
 
@@ -246,10 +251,46 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def _read(path: Path) -> list[Entry]:
+    """The entries of a ledger file, each checked: a damaged or edited file is refused with a
+    one-line error, never half-read (a half-read ledger would under-count)."""
     try:
-        payload: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise DpalError(f"{path}: cannot read the privacy ledger ({err}).") from err
-    if payload.get("format") != FORMAT:
-        raise DpalError(f"{path}: not a dpal ledger (format {payload.get('format')!r}).")
-    return [Entry(**e) for e in payload["entries"]]
+        payload: Any = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DpalError(f"{path}: cannot read the privacy ledger ({err}); {REPAIR}.") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise DpalError(f"{path}: not a dpal ledger (format {got!r}).")
+    entries = payload.get("entries")
+    if not isinstance(entries, list):
+        raise DpalError(f"{path}: damaged privacy ledger (no list of 'entries'); {REPAIR}.")
+    return [parse_entry(path, i, raw) for i, raw in enumerate(entries)]
+
+
+def parse_entry(path: Path, position: int, raw: Any) -> Entry:
+    where = f"{path}: entry {position}"
+    if not isinstance(raw, dict):
+        raise DpalError(f"{where} is not an object; {REPAIR}.")
+    known = {f.name for f in fields(Entry)}
+    if unknown := sorted(set(raw) - known):
+        raise DpalError(f"{where} has unknown field(s) {', '.join(unknown)}; {REPAIR}.")
+    if missing := sorted({"id", "kind", "mechanism", "params", "status"} - set(raw)):
+        raise DpalError(f"{where} lacks field(s) {', '.join(missing)}; {REPAIR}.")
+    if raw["id"] != position:
+        raise DpalError(f"{where} has id {raw['id']!r}, not its position; {REPAIR}.")
+    if raw["kind"] not in KINDS or raw["status"] not in STATUSES:
+        raise DpalError(
+            f"{where}: kind {raw['kind']!r} / status {raw['status']!r} unknown; {REPAIR}."
+        )
+    params = raw["params"]
+    if not isinstance(params, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in params.values()
+    ):
+        raise DpalError(f"{where}: params must map names to numbers; {REPAIR}.")
+    if not all(isinstance(raw.get(k, ""), str) for k in ("mechanism", "note", "output", "noise")):
+        raise DpalError(f"{where}: mechanism, note, output and noise must be strings; {REPAIR}.")
+    entry = Entry(**raw)
+    try:
+        entry.event()
+    except (KeyError, TypeError, ValueError) as err:
+        raise DpalError(f"{where}: invalid {entry.kind} parameters {params}; {REPAIR}.") from err
+    return entry

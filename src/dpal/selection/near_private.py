@@ -108,8 +108,13 @@ def near_private(
     config: NearPrivateConfig,
     ledger: Ledger,
     rng: np.random.Generator | int | None = None,
+    noise: str = "",
 ) -> NearPrivateResult:
     """Run NearPrivate; both mechanisms are recorded in ``ledger`` (pending) before they run.
+
+    ``rng`` draws both mechanisms' noise: pass one seeded from OS entropy
+    (``dpal.privacy.noise_source.numpy_noise_rng``) for a release; ``noise`` says which it is, in
+    the ledger.
 
     The caller marks the two entries done once the selection is saved
     (``ledger.resolve(i, "done")`` for ``i`` in ``result.ledger_entries``).
@@ -133,6 +138,7 @@ def near_private(
         params={"noise_multiplier": sigma},
         note=f"DP-PCA of {len(priv)} private embeddings, ε={config.epsilon_pca} at "
         f"δ={config.delta} alone, Δ₂=1",
+        noise=noise,
     )
     components = dp_pca_components(priv, min(config.n_components, pub.shape[1]),
                                    noise_multiplier=sigma, rng=rng)  # fmt: skip
@@ -146,6 +152,7 @@ def near_private(
         params={"noise_multiplier": 1.0 / config.epsilon_support},
         note=f"support counts of {len(candidates)} candidates, ε={config.epsilon_support}, "
         f"Δ₁={config.sensitivity:g} ({config.private_selection})",
+        noise=noise,
     )
     noisy = laplace_counts(
         counts, epsilon=config.epsilon_support, sensitivity=config.sensitivity, rng=rng

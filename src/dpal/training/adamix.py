@@ -91,10 +91,24 @@ def _unflat(vector: torch.Tensor, like: Params) -> Params:
 
 
 def _clipped_projected_sum(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, basis: torch.Tensor | None, clip: float
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    basis: torch.Tensor | None,
+    clip: float,
+    copies: int = 1,
 ) -> torch.Tensor:
-    """Σ_i clip_C(Uᵀ∇ℓ_i) (or Σ_i clip_C(∇ℓ_i) without a basis): the sum whose sensitivity is C."""
+    """Σ_i clip_C(Uᵀ∇ℓ_i) (or Σ_i clip_C(∇ℓ_i) without a basis): the sum whose sensitivity is C.
+
+    With ``copies`` > 1, ``x`` holds that many augmented versions of each example
+    (example-major) and ∇ℓ_i is the mean over example i's copies — clipped once, as one term.
+    Clipping each copy would let one example add ``copies`` terms: sensitivity copies·C.
+    """
+    if copies < 1 or len(x) % copies:
+        raise ValueError(f"{len(x)} inputs are not whole groups of {copies} copies per example")
     per_example = _flat(per_example_gradients(model, x, y))
+    if copies > 1:
+        per_example = per_example.reshape(-1, copies, per_example.shape[1]).mean(1)
     if basis is not None:
         per_example = per_example @ basis
     factors = layer_grads.clip_factors(per_example.norm(dim=1), clip)
@@ -129,12 +143,14 @@ def adamix_gradient(
     expected_batch_size: float,
     generator: torch.Generator,
     mix_state: MixState | None = None,
+    copies: int = 1,
 ) -> AdamixStep:
     """The released AdaMix gradient of the module docstring for one Poisson batch ``x, y``.
 
     ``rank`` 0: no projection (clip and noise in all d coordinates). ``mix``: a weight in
     [0, 1], or ``"inverse-variance"`` (then ``mix_state`` carries T and b̂² across steps; when
-    None, a one-step run).
+    None, a one-step run). ``copies``: augmented versions per example in ``x``, averaged before
+    the clip (:func:`_clipped_projected_sum`), so the sensitivity stays C.
     """
     pub = per_example_gradients(model, public_x, public_y)
     g_pub = _flat(pub)  # |P| × d, public: free
@@ -147,7 +163,7 @@ def adamix_gradient(
     dim = proj_pub.shape[1]
     summed = torch.zeros(dim, dtype=g_pub.dtype, device=g_pub.device)
     if len(x):
-        summed = _clipped_projected_sum(model, x, y, basis, c)
+        summed = _clipped_projected_sum(model, x, y, basis, c, copies)
     noise = torch.randn(dim, generator=generator, dtype=summed.dtype, device=summed.device)
     noise = noise * noise_multiplier * c
     private_part = scale * (summed + noise) / expected_batch_size  # ĝ, subspace coordinates
@@ -182,9 +198,11 @@ def noiseless_projected_sum(
     *,
     rank: int,
     clip: float,
+    copies: int = 1,
 ) -> torch.Tensor:
     """s without noise (the quantity whose sensitivity the docstring derives), for tests."""
-    return _clipped_projected_sum(model, x, y, _public_basis(model, public_x, public_y, rank), clip)
+    basis = _public_basis(model, public_x, public_y, rank)
+    return _clipped_projected_sum(model, x, y, basis, clip, copies)
 
 
 def signal_to_noise(

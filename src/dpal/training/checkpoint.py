@@ -1,9 +1,25 @@
-"""Checkpoints: written atomically, each with a JSON sidecar that lists it without loading it."""
+"""Checkpoints: a released model file per epoch, and the private state that resumes it.
+
+Two files per epoch, written atomically:
+
+* ``RUN_DIR/checkpoints/epoch_NNN.pt`` — the **release**: the model's weights (EMA when on), and a
+  summary (configuration, ε, test accuracy, the privacy lineage) that inference and review need.
+  Nothing of the training state: whoever holds it learns only the DP output. A JSON sidecar
+  (``epoch_NNN.json``) holds the same summary, to list checkpoints without loading them.
+* ``RUN_DIR/private/epoch_NNN.state.pt`` — the **resume state** (last iterate, optimiser,
+  EMA, sampler and augmentation generators; the noise generator only under
+  ``--deterministic-noise``). It reveals which examples were sampled when, and with a noise
+  generator state it would let its reader subtract the noise: never share it.
+
+Files are read with ``torch.load(weights_only=True)``: tensors and plain containers only, so a
+checkpoint someone sent cannot run code when it is loaded.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,9 +29,23 @@ import torch
 from dpal.errors import DpalError
 from dpal.privacy.ledger import atomic_write_text
 
+RELEASE_FORMAT = "dpal-release/2"
+STATE_FORMAT = "dpal-resume-state/2"
+PRIVATE_README = """\
+This folder holds the private resume state of a dpal run: the sampler's (and, under
+--deterministic-noise, the noise generator's) state and the optimiser. It reveals which examples
+were sampled when and can undo the noise. Never share it; share checkpoints/epoch_NNN.pt.
+"""
+
 
 def checkpoint_path(run_dir: Path, epoch: int) -> Path:
     return run_dir / "checkpoints" / f"epoch_{epoch:03d}.pt"
+
+
+def resume_state_path(checkpoint: str | os.PathLike[str]) -> Path:
+    """The private resume state that belongs to ``checkpoint`` (``RUN/checkpoints/X.pt``)."""
+    path = Path(checkpoint)
+    return path.parent.parent / "private" / f"{path.stem}.state.pt"
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -33,21 +63,65 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
-def save_checkpoint(path: Path, state: dict[str, Any], summary: dict[str, Any]) -> None:
-    """``state`` (tensors etc.) to ``path``; ``summary`` (JSON-able) to ``path.json``."""
-    atomic_torch_save({**state, "summary": summary}, path)
+def save_checkpoint(
+    path: Path,
+    weights: dict[str, torch.Tensor],
+    summary: dict[str, Any],
+    resume_state: dict[str, Any],
+) -> None:
+    """The resume state first (so a release never lacks it), then the release and its sidecar."""
+    state_path = resume_state_path(path)
+    if not (state_path.parent / "README.txt").exists():
+        atomic_write_text(state_path.parent / "README.txt", PRIVATE_README)
+    atomic_torch_save({"format": STATE_FORMAT, **resume_state}, state_path)
+    atomic_torch_save({"format": RELEASE_FORMAT, "model": weights, "summary": summary}, path)
     atomic_write_text(path.with_suffix(".json"), json.dumps(summary, indent=1))
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+def _safe_load(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
     try:
-        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise DpalError(f"{path}: no such checkpoint.") from None
+        raise DpalError(f"{path}: no such {what}.") from None
+    except IsADirectoryError:
+        raise DpalError(f"{path} is a folder; give a {what} file (epoch_NNN.pt).") from None
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DpalError(
+            f"{path}: refused — not a plain dpal {what} (it holds objects beyond tensors and "
+            f"containers; loading it could run code): {first}"
+        ) from err
     except Exception as err:
-        raise DpalError(f"{path}: not a readable dpal checkpoint ({err}).") from err
+        raise DpalError(f"{path}: not a readable dpal {what} ({type(err).__name__}).") from err
+    if not isinstance(obj, dict):
+        raise DpalError(f"{path}: not a dpal {what} (a {type(obj).__name__}, not a dict).")
+    return obj
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The release: ``{"model": weights, "summary": {...}}``."""
+    state = _safe_load(path, "checkpoint")
     if "summary" not in state or "model" not in state:
         raise DpalError(f"{path}: not a dpal checkpoint (no model/summary inside).")
+    if state.get("format") != RELEASE_FORMAT:
+        raise DpalError(
+            f"{path}: a checkpoint of format {state.get('format')!r}, this dpal reads "
+            f"{RELEASE_FORMAT!r}; re-train with this version."
+        )
+    return state
+
+
+def load_resume_state(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
+    """The private state that continues training from ``checkpoint``."""
+    path = resume_state_path(checkpoint)
+    if not path.exists():
+        raise DpalError(
+            f"{checkpoint} has no resume state ({path} is missing): a released checkpoint "
+            "alone cannot continue its run; resume from the run folder that trained it."
+        )
+    state = _safe_load(path, "resume state")
+    if state.get("format") != STATE_FORMAT:
+        raise DpalError(f"{path}: not a dpal resume state (format {state.get('format')!r}).")
     return state
 
 

@@ -38,6 +38,10 @@ class TrainConfig:
     ema: float = 0.999
     holdout: int = 0
     seed: int = 0
+    # Noise from a generator seeded by ``seed`` (bit-reproducible runs) instead of fresh OS
+    # entropy. Anyone who knows the seed — it is in every released summary — can then undo the
+    # noise: for experiments only (dpal.privacy.noise_source).
+    deterministic_noise: bool = False
     engine: str = "auto"
     augment: str = "none"
     augment_copies: int = 1
@@ -108,8 +112,6 @@ class TrainConfig:
                 f"--public-mix must be a weight in [0, 1] or 'inverse-variance', "
                 f"got {self.public_mix!r}."
             )
-        if self.public_set is not None and self.augment_copies > 1:
-            raise DpalError("AdaMix (--public-set) does not combine with --augment-copies > 1.")
         if self.holdout < 0:
             raise DpalError(f"--holdout must be ≥ 0, got {self.holdout}.")
         check_delta(self.delta)

@@ -2,9 +2,14 @@
 per epoch, and resumption with no privacy step lost or counted twice.
 
 Per epoch: the epoch's ⌊1/q⌋ steps are recorded in the ledger (pending) *before* they run; the
-model is evaluated on the test set (never the private data); the checkpoint is saved; the entry
-is marked done. Only test accuracy and ε are shown while training — never a training loss, which
-would be a statistic of the private data.
+model is evaluated on the test set (never the private data); the checkpoint is saved — the
+released weights apart from the private resume state (``dpal.training.checkpoint``), with the
+ledger's snapshot as its lineage (``dpal.training.lineage``); the entry is marked done. Only test
+accuracy and ε are shown while training — never a training loss, which would be a statistic of
+the private data; ``--holdout`` accuracy is one, and is recorded in the ledger as such.
+
+The noise generator is seeded from OS entropy unless ``deterministic_noise``
+(``dpal.privacy.noise_source``): the seed is in every released summary.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dpal.data.tasks import Task, load_task
-from dpal.errors import DpalError
+from dpal.errors import DpalError, warn
 from dpal.models.public_init import head_name, load_public_init
 from dpal.models.registry import build_model
+from dpal.privacy import noise_source
 from dpal.privacy.accounting import (
     DpsgdSchedule,
     calibrate_noise_multiplier,
@@ -36,21 +42,25 @@ from dpal.privacy.accounting import (
     steps_per_epoch,
 )
 from dpal.privacy.ledger import Ledger, atomic_write_text
+from dpal.privacy.noise_source import torch_noise_generator
 from dpal.randp.standardize import standardize_from_random_process
 from dpal.training.adamix import AdamixStep, MixState, adamix_gradient
 from dpal.training.augment import augment_copies
 from dpal.training.checkpoint import (
     checkpoint_path,
-    list_checkpoints,
     load_checkpoint,
+    load_resume_state,
     save_checkpoint,
 )
 from dpal.training.config import TrainConfig
 from dpal.training.dpsgd import private_gradient
+from dpal.training.ema import Ema
 from dpal.training.evaluate import accuracy
+from dpal.training.lineage import SNAPSHOT_KEY, open_run_ledger, snapshot
 from dpal.training.sampling import poisson_batches, shuffled_batches
 
 MECHANISM = "dpsgd:train"
+VALIDATION_KEY = "validation_accuracy_nonprivate"  # metrics.jsonl; never in a release
 
 
 @dataclass(frozen=True)
@@ -92,14 +102,16 @@ def train(
     only ``epochs`` is taken: the epoch to continue to.
     """
     out = Path(out_dir)
-    state: dict[str, Any] | None = None
+    summary0: dict[str, Any] | None = None  # the resumed checkpoint's summary
+    rstate: dict[str, Any] | None = None  # and its private resume state
     if resume is not None:
-        state = load_checkpoint(resume)
-        stored = TrainConfig.from_dict(state["summary"]["config"])
+        summary0 = load_checkpoint(resume)["summary"]
+        rstate = load_resume_state(resume)
+        stored = TrainConfig.from_dict(summary0["config"])
         config = stored if config is None else replace(stored, epochs=config.epochs)
-        if config.epochs <= state["summary"]["epoch"]:
+        if config.epochs <= summary0["epoch"]:
             raise DpalError(
-                f"{resume} is already at epoch {state['summary']['epoch']}; pass --epochs larger "
+                f"{resume} is already at epoch {summary0['epoch']}; pass --epochs larger "
                 "than that to continue training."
             )
     elif config is None:
@@ -107,20 +119,27 @@ def train(
     if task is None:
         task = load_task(config.dataset, data_dir=data_dir)
     task = task.hold_out(config.holdout)
-    if len(task.private) == 0:
-        raise DpalError(f"dataset {task.name!r} has no training images.")
+    _check_task(config, task)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        msg = f"cannot create --out {out} ({err.strerror}); choose a writable folder."
+        raise DpalError(msg) from None
 
     torch.manual_seed(config.seed)
     seeds = np.random.SeedSequence(config.seed).generate_state(3)
     augment_gen = torch.Generator().manual_seed(int(seeds[2]))
     model = build_model(config.model, task.image_shape, task.num_classes)
-    if config.init is not None and state is None:  # a resumed run loads its own weights below
+    if config.init is not None and rstate is None:  # a resumed run loads its own weights below
         load_public_init(model, config.init, config.model)
-    if config.standardize_features and state is None:  # a resumed run's are in its checkpoint
+    if config.standardize_features and rstate is None:  # a resumed run's are in its state
         standardize_from_random_process(model, task.image_shape, seed=config.seed)
     model = model.to(device)
     sampler_gen = torch.Generator().manual_seed(int(seeds[0]))
-    noise_gen = torch.Generator(device=device).manual_seed(int(seeds[1]))
+    noise_gen = torch_noise_generator(
+        deterministic=config.deterministic_noise, seed=int(seeds[1]), device=device
+    )
+    noise = noise_source.source(config.deterministic_noise) if config.private else ""
     x, y = (t.to(device) for t in task.private.tensors())
     n = len(x)
     public = _public_set(config, task)
@@ -128,8 +147,8 @@ def train(
 
     if config.private:
         sigma, q = (
-            (state["summary"]["noise_multiplier"], state["summary"]["sample_rate"])
-            if state
+            (summary0["noise_multiplier"], summary0["sample_rate"])
+            if summary0
             else resolve_noise(config, n)
         )
         per_epoch = steps_per_epoch(q)
@@ -140,18 +159,18 @@ def train(
     mix_state = MixState(horizon=total_steps)  # AdaMix: b̂² across steps, T for the mix
 
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
-    ema = _Ema(model, config.ema)
+    ema = Ema(model, config.ema)
     start_epoch, lineage = 0, []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        state["noise_rng"] = state["noise_rng"].cpu()
-        optimizer.load_state_dict(state["optimizer"])
-        ema.load(state.get("ema"))
-        sampler_gen.set_state(state["sampler_rng"])
-        noise_gen.set_state(state["noise_rng"])
-        augment_gen.set_state(state["augment_rng"])
-        start_epoch, lineage = state["summary"]["epoch"], list(state["summary"]["ledger_entries"])
-    ledger = _open_ledger(out, resume, start_epoch)
+    if rstate is not None and summary0 is not None:
+        model.load_state_dict(rstate["model"])
+        optimizer.load_state_dict(rstate["optimizer"])
+        ema.load(rstate.get("ema"))
+        sampler_gen.set_state(rstate["sampler_rng"])
+        augment_gen.set_state(rstate["augment_rng"])
+        if config.deterministic_noise:  # else: fresh OS entropy, nothing stored to restore
+            noise_gen.set_state(rstate["noise_rng"].cpu())
+        start_epoch, lineage = summary0["epoch"], list(summary0["ledger_entries"])
+    ledger = open_run_ledger(out, resume, start_epoch)
     _write_run_config(out, config, task, sigma, q, per_epoch)
 
     history: list[dict[str, Any]] = []
@@ -178,6 +197,7 @@ def train(
                     mechanism=MECHANISM,
                     note=f"epoch {epoch}",
                     output=str(ckpt.relative_to(out)),
+                    noise=noise,
                 )
                 batches = poisson_batches(n, sample_rate=q, steps=per_epoch, generator=sampler_gen)
             else:
@@ -234,9 +254,7 @@ def train(
             eps = _lineage_epsilon(config, sigma, q, epoch * per_epoch)
             released = ema.model_for_release(model)
             test_acc = accuracy(released, task.test, device) if task.test is not None else math.nan
-            val_acc = (
-                accuracy(released, task.validation, device) if task.validation is not None else None
-            )
+            val_acc, val_entry = _holdout_accuracy(released, task, ledger, epoch, device)
             summary = {
                 "epoch": epoch,
                 "steps": epoch * per_epoch,
@@ -245,8 +263,8 @@ def train(
                 "noise_multiplier": sigma if config.private else None,
                 "sample_rate": q,
                 "test_accuracy": test_acc,
-                "validation_accuracy": val_acc,
                 "ledger_entries": lineage,
+                SNAPSHOT_KEY: snapshot(ledger, [entry]),
                 "config": config.to_dict(),
                 "image_shape": list(task.image_shape),
                 "num_classes": task.num_classes,
@@ -256,26 +274,30 @@ def train(
                 summary["adamix_clip"] = statistics.fmean(c for c, _ in adamix_trace)
                 summary["adamix_mix"] = statistics.fmean(m for _, m in adamix_trace)
                 adamix_trace.clear()
-            save_checkpoint(
-                ckpt,
-                {
-                    "model": model.state_dict(),
-                    "release": released.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "ema": ema.state(),
-                    "sampler_rng": sampler_gen.get_state(),
-                    "noise_rng": noise_gen.get_state(),
-                    "augment_rng": augment_gen.get_state(),
-                },
-                summary,
-            )
+            resume_state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "ema": ema.state(),
+                "sampler_rng": sampler_gen.get_state(),
+                "augment_rng": augment_gen.get_state(),
+            }
+            if config.deterministic_noise:  # derivable from the seed anyway; never otherwise
+                resume_state["noise_rng"] = noise_gen.get_state().cpu()
+            save_checkpoint(ckpt, released.state_dict(), summary, resume_state)
             ledger.resolve(entry, "done")
-            history.append(summary)
+            metrics = {k: v for k, v in summary.items() if k not in ("config", SNAPSHOT_KEY)}
+            if val_acc is not None:  # beside the release, never in it: not a DP statistic
+                metrics[VALIDATION_KEY] = val_acc
+            history.append({**summary, **metrics})
             with (out / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps({k: v for k, v in summary.items() if k != "config"}) + "\n")
-            line = f"epoch {epoch}/{config.epochs}  ε={eps:.3f}  test acc={test_acc:.4f}"
+                f.write(json.dumps(metrics) + "\n")
+            if val_entry is not None:
+                ledger.resolve(val_entry, "done")
+            line = f"epoch {epoch}/{config.epochs}  ε={eps:.3f}  " + (
+                f"test acc={test_acc:.4f}" if task.test is not None else "test acc=n/a (no test)"
+            )
             if val_acc is not None:
-                line += f"  val acc={val_acc:.4f}"
+                line += f"  val acc={val_acc:.4f} [non-private: held-out private images]"
             bar.set_postfix_str(line)
             if progress:
                 tqdm.write(line)
@@ -286,50 +308,56 @@ def train(
     )
 
 
+def _check_task(config: TrainConfig, task: Task) -> None:
+    """Refuse what cannot be private; warn about what is private only in name."""
+    n = len(task.private)
+    if n == 0:
+        raise DpalError(f"dataset {task.name!r} has no training images.")
+    if config.private and config.batch_size > n:
+        raise DpalError(
+            f"--batch-size {config.batch_size} is larger than the {n} private training images: "
+            f"Poisson sampling would take every image at every step (q = 1, no amplification "
+            f"by sampling); choose --batch-size < {n}."
+        )
+    if config.private and config.batch_size == n:
+        warn(
+            f"--batch-size equals the {n} training images: q = 1, every image every step "
+            "(no amplification by sampling); a smaller --batch-size is usual."
+        )
+    if config.private and config.delta >= 1 / n:
+        warn(
+            f"δ = {config.delta:g} ≥ 1/N = {1 / n:.3g}: a mechanism that publishes one "
+            f"of the {n} training images at random meets it; choose --delta < {1 / n:.1g}."
+        )
+    if task.test is None:
+        warn(f"dataset {task.name!r} has no test split: test accuracy will not be measured.")
+
+
+def _holdout_accuracy(
+    model: nn.Module, task: Task, ledger: Ledger, epoch: int, device: str
+) -> tuple[float | None, int | None]:
+    """Accuracy on the held-out private images, recorded first as what it is: a noiseless
+    statistic of private data (ε = ∞). The model never read those images, so the released
+    checkpoint's own ε is unchanged; the run's total ε is ∞ (the ledger says why)."""
+    if task.validation is None:
+        return None, None
+    entry = ledger.record(
+        "nonprivate",
+        mechanism="holdout:validation-accuracy",
+        params={},
+        note=f"epoch {epoch}: accuracy on {len(task.validation)} held-out private images, "
+        "no noise (for tuning; not DP)",
+        output="metrics.jsonl",
+    )
+    return accuracy(model, task.validation, device), entry
+
+
 def _lineage_epsilon(config: TrainConfig, sigma: float, q: float, steps: int) -> float:
     """ε of the steps behind one checkpoint (its own lineage), PLD."""
     if not config.private:
         return math.inf
     schedule = DpsgdSchedule(noise_multiplier=sigma, sample_rate=q, steps=steps)
     return epsilon(schedule.event(), delta=config.delta, accountant="pld")
-
-
-def _open_ledger(out: Path, resume: str | Path | None, start_epoch: int) -> Ledger:
-    """The run's ledger, with interrupted entries resolved when resuming.
-
-    Resuming in the checkpoint's own run: a pending entry whose checkpoint was saved is done (the
-    run died between saving and marking); one whose checkpoint is missing released nothing and
-    is void — its epoch is re-run and recorded anew. Later checkpoints than the one resumed from
-    would be overwritten, so that needs a new ``out`` (a fork), whose ledger starts as a copy of
-    the parent's: every release of the parent run stays counted.
-    """
-    if resume is None:
-        if (out / "ledger.json").exists():
-            raise DpalError(
-                f"{out} already holds a run; pass --resume {out}/checkpoints/epoch_NNN.pt to "
-                "continue it, or choose a new --out."
-            )
-        return Ledger(out / "ledger.json")
-    source = Path(resume).resolve().parent.parent
-    ledger = Ledger(source / "ledger.json")
-    for e in ledger.pending():
-        done = e.output and (source / e.output).exists()
-        ledger.resolve(
-            e.id,
-            "done" if done else "void",
-            "" if done else "interrupted before its checkpoint was saved; re-run",
-        )
-    if source == out.resolve():
-        later = [c for c in list_checkpoints(out) if c["epoch"] > start_epoch]
-        if later:
-            raise DpalError(
-                f"{out} has checkpoints after epoch {start_epoch} (up to {later[-1]['epoch']}); "
-                "resume from the latest, or fork into a new --out directory."
-            )
-        return ledger
-    if (out / "ledger.json").exists():
-        raise DpalError(f"{out} already holds a run; fork into a new, empty --out directory.")
-    return ledger.copy_to(out / "ledger.json")
 
 
 def _write_run_config(
@@ -396,6 +424,7 @@ def _adamix_step(
         expected_batch_size=expected_batch_size,
         generator=noise_gen,
         mix_state=mix_state,
+        copies=config.augment_copies,
     )
 
 
@@ -413,43 +442,3 @@ def _set_lr(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int, to
         lr = 0.5 * config.lr * (1 + math.cos(math.pi * step / total))
     for group in optimizer.param_groups:
         group["lr"] = lr
-
-
-class _Ema:
-    """Exponential moving average of the weights — post-processing of the DP iterates, free."""
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.shadow = (
-            {k: v.detach().clone() for k, v in model.state_dict().items()} if decay > 0 else None
-        )
-        self._copy: nn.Module | None = None
-        self.updates = 0
-
-    def update(self, model: nn.Module) -> None:
-        if self.shadow is None:
-            return
-        # Warm-up (as TensorFlow's ExponentialMovingAverage with num_updates): early on the
-        # average would be dominated by the random initialisation.
-        self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        with torch.no_grad():
-            for k, v in model.state_dict().items():
-                self.shadow[k].mul_(decay).add_(v, alpha=1 - decay)
-
-    def model_for_release(self, model: nn.Module) -> nn.Module:
-        if self.shadow is None:
-            return model
-        import copy
-
-        self._copy = copy.deepcopy(model)
-        self._copy.load_state_dict(self.shadow)
-        return self._copy
-
-    def state(self) -> dict[str, Any] | None:
-        return None if self.shadow is None else {"shadow": self.shadow, "updates": self.updates}
-
-    def load(self, state: dict[str, Any] | None) -> None:
-        if self.shadow is not None and state is not None:
-            self.shadow = {k: v.clone() for k, v in state["shadow"].items()}
-            self.updates = int(state["updates"])
