@@ -19,6 +19,7 @@ the unmutated copy first, or the run stops.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import py_compile
 import re
@@ -256,8 +257,8 @@ def _check_imports_copy(copy: Path) -> None:
         raise SystemExit(f"the copy is not what Python imports (it imports {where.strip()})")
 
 
-def _try(copy: Path, m: Mutation) -> tuple[bool, str]:
-    """Apply ``m`` to ``copy``, run its killers, restore the file: (killed, report line)."""
+def _try(copy: Path, m: Mutation) -> tuple[bool, str, str]:
+    """Apply ``m`` to ``copy``, run its killers, restore the file: (killed, killer, line)."""
     target = copy / m.file
     original = target.read_text()
     if original.count(m.old) != 1:
@@ -271,12 +272,19 @@ def _try(copy: Path, m: Mutation) -> tuple[bool, str]:
     finally:
         target.write_text(original)
     killed = code == 1
-    verdict = f"killed by {_first_failure(output)}" if killed else f"SURVIVED (exit {code})"
+    killer = _first_failure(output) if killed else ""
+    verdict = f"killed by {killer}" if killed else f"SURVIVED (exit {code})"
     line = f"{m.name:<28} {verdict}  [{took:.0f} s]"
-    return killed, line if killed else line + "\n" + output[-2000:]
+    return killed, killer, line if killed else line + "\n" + output[-2000:]
 
 
-def run(mutations: tuple[Mutation, ...], *, baseline: bool = True, jobs: int = 1) -> int:
+def run(
+    mutations: tuple[Mutation, ...],
+    *,
+    baseline: bool = True,
+    jobs: int = 1,
+    json_out: Path | None = None,
+) -> int:
     """Each of ``jobs`` workers has its own copy of the repository and takes mutations in turn
     (two overlap well on 2 cores: much of each run is Python start-up and imports)."""
     with tempfile.TemporaryDirectory(prefix="dpal-mutants-") as tmp:
@@ -292,7 +300,7 @@ def run(mutations: tuple[Mutation, ...], *, baseline: bool = True, jobs: int = 1
                 raise SystemExit("the killer tests fail on the unmutated code; fix them first")
         todo = list(mutations)
         lock = threading.Lock()
-        results: dict[str, bool] = {}
+        results: dict[str, tuple[bool, str]] = {}
 
         def worker(copy: Path) -> None:
             while True:
@@ -300,9 +308,9 @@ def run(mutations: tuple[Mutation, ...], *, baseline: bool = True, jobs: int = 1
                     if not todo:
                         return
                     m = todo.pop(0)
-                killed, line = _try(copy, m)
+                killed, killer, line = _try(copy, m)
                 with lock:
-                    results[m.name] = killed
+                    results[m.name] = (killed, killer)
                     print(line, flush=True)
 
         threads = [threading.Thread(target=worker, args=(c,)) for c in copies]
@@ -312,7 +320,12 @@ def run(mutations: tuple[Mutation, ...], *, baseline: bool = True, jobs: int = 1
             t.join()
         if len(results) != len(mutations):
             raise SystemExit("a worker stopped before every mutation ran")
-        survived = sum(not k for k in results.values())
+        survived = sum(not k for k, _ in results.values())
+        if json_out is not None:
+            rows = [{"mutation": m.name, "what": m.what, "file": m.file,
+                     "killed": results[m.name][0], "killed_by": results[m.name][1]}
+                    for m in mutations]  # fmt: skip
+            json_out.write_text(json.dumps(rows, indent=1) + "\n")
         print(f"mutants: {len(mutations) - survived} killed, {survived} survived")
         return 1 if survived else 0
 
@@ -327,6 +340,7 @@ def main() -> int:
         action="store_true",
         help="skip checking that the killers pass unmutated (when the same test run has them)",
     )
+    parser.add_argument("--json", type=Path, help="write the results as JSON rows here")
     args = parser.parse_args()
     if args.list:
         for m in MUTATIONS:
@@ -335,7 +349,7 @@ def main() -> int:
     chosen = tuple(m for m in MUTATIONS if not args.names or m.name in args.names)
     if unknown := set(args.names) - {m.name for m in MUTATIONS}:
         parser.error(f"unknown mutation(s): {', '.join(sorted(unknown))}")
-    return run(chosen, baseline=not args.no_baseline, jobs=args.jobs)
+    return run(chosen, baseline=not args.no_baseline, jobs=args.jobs, json_out=args.json)
 
 
 if __name__ == "__main__":
