@@ -132,3 +132,34 @@ def test_a_release_alone_cannot_resume(tiny_task, tmp_path):
     with pytest.raises(DpalError, match="no resume state"):
         train(TrainConfig(**CFG), tmp_path / "fork", task=tiny_task,
               resume=shared / "epoch_001.pt", progress=False)  # fmt: skip
+
+
+def test_checkpoints_of_the_earlier_one_file_layout_still_load_and_resume(tiny_task, tmp_path):
+    """dpal ≤ 0.1 wrote one file per epoch (release, iterate and training state together, no
+    format, no ledger snapshot): it is still read, evaluated and resumed from — the resumed
+    epochs are written in the new layout, with fresh OS-entropy noise."""
+    from dpal.methods.active_learning import load_released_model
+    from dpal.training.checkpoint import load_resume_state
+    from dpal.training.lineage import open_checked
+
+    out = tmp_path / "run"
+    train(TrainConfig(**CFG), out, task=tiny_task, progress=False)
+    for epoch in (1, 2):  # rewrite both epochs as the earlier layout wrote them
+        ckpt = out / "checkpoints" / f"epoch_{epoch:03d}.pt"
+        release, state = load_checkpoint(ckpt), load_resume_state(ckpt)
+        summary = {k: v for k, v in release["summary"].items() if k != "ledger_snapshot"}
+        old = {"model": state["model"], "release": release["model"],
+               "optimizer": state["optimizer"], "ema": state["ema"],
+               "sampler_rng": state["sampler_rng"], "augment_rng": state["augment_rng"],
+               "noise_rng": state["sampler_rng"], "summary": summary}  # fmt: skip
+        torch.save(old, ckpt)
+        ckpt.with_suffix(".json").write_text(json.dumps(summary))
+        resume_state_path(ckpt).unlink()
+    legacy = out / "checkpoints" / "epoch_002.pt"
+    assert load_released_model(legacy).summary["epoch"] == 2
+    eps = open_checked(out).totals(delta=1e-5).epsilon_pld
+    resumed = train(TrainConfig(**{**CFG, "epochs": 3}), out, task=tiny_task, resume=legacy,
+                    progress=False)  # fmt: skip
+    assert (
+        resumed.epsilon > eps and resume_state_path(out / "checkpoints" / "epoch_003.pt").exists()
+    )

@@ -31,6 +31,9 @@ from dpal.privacy.ledger import atomic_write_text
 
 RELEASE_FORMAT = "dpal-release/2"
 STATE_FORMAT = "dpal-resume-state/2"
+# Checkpoints of dpal ≤ 0.1 (before 2026-12-02) were one file with no format: the release under
+# "release", the iterate under "model", and the training state beside them. Still read.
+LEGACY_KEYS = ("release", "model", "optimizer", "sampler_rng", "summary")
 PRIVATE_README = """\
 This folder holds the private resume state of a dpal run: the sampler's (and, under
 --deterministic-noise, the noise generator's) state and the optimiser. It reveals which examples
@@ -101,6 +104,8 @@ def _safe_load(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The release: ``{"model": weights, "summary": {...}}``."""
     state = _safe_load(path, "checkpoint")
+    if "format" not in state and all(k in state for k in LEGACY_KEYS):
+        return {"format": "legacy", "model": state["release"], "summary": state["summary"]}
     if "summary" not in state or "model" not in state:
         raise DpalError(f"{path}: not a dpal checkpoint (no model/summary inside).")
     if state.get("format") != RELEASE_FORMAT:
@@ -114,6 +119,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 def load_resume_state(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
     """The private state that continues training from ``checkpoint``."""
     path = resume_state_path(checkpoint)
+    if not path.exists() and Path(checkpoint).exists():
+        legacy = _safe_load(checkpoint, "checkpoint")
+        if "format" not in legacy and all(k in legacy for k in LEGACY_KEYS):
+            legacy["format"] = STATE_FORMAT  # its training state travels inside it
+            return legacy
     if not path.exists():
         raise DpalError(
             f"{checkpoint} has no resume state ({path} is missing): a released checkpoint "

@@ -39,7 +39,7 @@ def snapshot(ledger: Ledger, released: list[int]) -> list[dict[str, Any]]:
 
 def _snapshots(run_dir: Path) -> list[tuple[Path, list[Entry]]]:
     """(checkpoint, its snapshot) for every released checkpoint of ``run_dir``, by epoch."""
-    out = []
+    out: list[tuple[Path, list[Entry]]] = []
     for pt in sorted((run_dir / "checkpoints").glob("epoch_*.pt")):
         sidecar = pt.with_suffix(".json")
         try:
@@ -47,8 +47,9 @@ def _snapshots(run_dir: Path) -> list[tuple[Path, list[Entry]]]:
         except (OSError, json.JSONDecodeError):  # the release holds the same summary
             summary = load_checkpoint(pt)["summary"]
         raw = summary.get(SNAPSHOT_KEY) if isinstance(summary, dict) else None
-        if raw is None:
-            raise DpalError(f"{pt} carries no ledger snapshot; it was written by an older dpal.")
+        if raw is None:  # written by dpal ≤ 0.1: history, but no lineage to check against
+            out.append((pt, []))
+            continue
         out.append((pt, [parse_entry(pt, i, r) for i, r in enumerate(raw)]))
     return out
 
@@ -98,6 +99,11 @@ def rebuild(run_dir: str | Path) -> tuple[Ledger, Path | None]:
     if not snaps:
         raise DpalError(f"{run} has no released checkpoints to rebuild a ledger from.")
     _, entries = max(snaps, key=lambda s: len(s[1]))
+    if not entries:
+        raise DpalError(
+            f"{run}'s checkpoints were written by an older dpal and carry no ledger snapshot: "
+            "the ledger cannot be rebuilt from them; restore it from a backup."
+        )
     path = run / "ledger.json"
     kept = None
     if path.exists():
