@@ -185,3 +185,25 @@ def test_cli_label_export_import_finetune(dp_run, tmp_path, capsys):
     assert json.loads((sel / "result.json").read_text())["n_labeled"] == 6
     assert main(["budget", str(run), "--epsilon-limit", "1000"]) == 0
     assert "recommended" in capsys.readouterr().out
+
+
+def test_an_improvement_carries_its_lineage_and_a_lost_ledger_is_rebuilt(dp_run, tmp_path):
+    """selection.json (and the fine-tuned model.pt) hold the ledger as it stood at release: the
+    improvement's ledger deleted or edited is refused, and rebuilt at the same ε."""
+    from dpal.training.lineage import open_checked, rebuild
+
+    root, task = dp_run
+    out = tmp_path / "np"
+    config = SelectConfig(strategy="near-private", n_labeled=20, k=60)
+    select_to_dir(root / "dp" / "checkpoints" / "epoch_003.pt", out, config, task=task)
+    eps = open_checked(out).totals(delta=1e-5).epsilon_pld
+    (out / "ledger.json").unlink()
+    with pytest.raises(DpalError, match="missing"):
+        open_checked(out)
+    rebuild(out)
+    assert open_checked(out).totals(delta=1e-5).epsilon_pld == pytest.approx(eps)
+    payload = json.loads((out / "ledger.json").read_text())
+    payload["entries"] = payload["entries"][:-1]  # drop the support counts
+    (out / "ledger.json").write_text(json.dumps(payload))
+    with pytest.raises(DpalError, match="disagrees"):
+        open_checked(out)

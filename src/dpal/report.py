@@ -153,7 +153,8 @@ def write_report(run_dir: str | Path, *, data_dir: str | None = None) -> tuple[P
 def _ledger_section(doc: Doc, ledger_path: Path, delta: float, title: str) -> None:
     run = ledger_path.parent
     # a training run's ledger is checked against its checkpoints' lineage: never under-counted
-    ledger = open_checked(run) if (run / "checkpoints").is_dir() else Ledger(ledger_path)
+    checked = (run / "checkpoints").is_dir() or (run / "selection.json").exists()
+    ledger = open_checked(run) if checked else Ledger(ledger_path)
     totals = ledger.totals(delta=delta)
     doc.h(3, title)
     groups: list[tuple[Entry, int, int]] = []  # (first entry, count, steps) of runs of alike

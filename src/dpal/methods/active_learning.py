@@ -38,7 +38,7 @@ from dpal.selection.strategies import (
 from dpal.training.checkpoint import RELEASE_FORMAT, atomic_torch_save, load_checkpoint
 from dpal.training.evaluate import accuracy, logits_of
 from dpal.training.finetune import FinetuneConfig, finetune
-from dpal.training.lineage import open_checked
+from dpal.training.lineage import SNAPSHOT_KEY, open_checked, snapshot
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,6 +202,7 @@ def select_to_dir(
         "strategy": config.strategy,
         "pool_indices": picked.tolist(),
         "config": asdict(config),
+        SNAPSHOT_KEY: snapshot(ledger, new_entries),  # its lineage (dpal.training.lineage)
     }
     atomic_write_text(out / "selection.json", json.dumps(payload))
     for e in new_entries:  # the selection (their output) is saved: done
@@ -242,9 +243,11 @@ def finetune_dir(
     keep = y != REJECTED
     data = ImageArrays(task.public.x[bought[keep]], y[keep], task.num_classes, "bought")
     tuned = finetune(ckpt.model, data, finetune_config, unlabelled=task.public)
-    release = {"format": RELEASE_FORMAT, "model": tuned.state_dict(), "summary": ckpt.summary}
+    ledger = open_checked(out)  # fine-tuning reads public data only: the selection's ledger
+    summary = {**ckpt.summary, SNAPSHOT_KEY: snapshot(ledger, [])}
+    release = {"format": RELEASE_FORMAT, "model": tuned.state_dict(), "summary": summary}
     atomic_torch_save(release, out / "model.pt")  # a release, readable by load_checkpoint
-    totals = Ledger(out / "ledger.json").totals(delta=ckpt.summary["delta"])
+    totals = ledger.totals(delta=ckpt.summary["delta"])
     result = ImproveResult(
         out_dir=out,
         test_accuracy=accuracy(tuned, task.test) if task.test is not None else math.nan,

@@ -38,7 +38,8 @@ def snapshot(ledger: Ledger, released: list[int]) -> list[dict[str, Any]]:
 
 
 def _snapshots(run_dir: Path) -> list[tuple[Path, list[Entry]]]:
-    """(checkpoint, its snapshot) for every released checkpoint of ``run_dir``, by epoch."""
+    """(artefact, its snapshot) for every release of ``run_dir``: the checkpoints by epoch, and
+    an improvement run's ``selection.json``."""
     out: list[tuple[Path, list[Entry]]] = []
     for pt in sorted((run_dir / "checkpoints").glob("epoch_*.pt")):
         sidecar = pt.with_suffix(".json")
@@ -46,12 +47,24 @@ def _snapshots(run_dir: Path) -> list[tuple[Path, list[Entry]]]:
             summary = json.loads(sidecar.read_text())
         except (OSError, json.JSONDecodeError):  # the release holds the same summary
             summary = load_checkpoint(pt)["summary"]
-        raw = summary.get(SNAPSHOT_KEY) if isinstance(summary, dict) else None
-        if raw is None:  # written by dpal ≤ 0.1: history, but no lineage to check against
-            out.append((pt, []))
-            continue
-        out.append((pt, [parse_entry(pt, i, r) for i, r in enumerate(raw)]))
+        out.append((pt, _parse_snapshot(pt, summary)))
+    selection = run_dir / "selection.json"
+    if selection.exists():
+        try:
+            payload = json.loads(selection.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise DpalError(f"{selection}: unreadable ({err}); restore it.") from err
+        out.append((selection, _parse_snapshot(selection, payload)))
     return out
+
+
+def _parse_snapshot(where: Path, summary: Any) -> list[Entry]:
+    raw = summary.get(SNAPSHOT_KEY) if isinstance(summary, dict) else None
+    if raw is None:  # written by dpal ≤ 0.1: history, but no lineage to check against
+        return []
+    if not isinstance(raw, list):
+        raise DpalError(f"{where}: its ledger snapshot is damaged; restore the file.")
+    return [parse_entry(where, i, r) for i, r in enumerate(raw)]
 
 
 def _agrees(now: Entry, then: Entry) -> bool:
@@ -75,7 +88,7 @@ def open_checked(run_dir: str | Path) -> Ledger:
     if not path.exists():
         if snaps:
             raise DpalError(
-                f"{path} is missing, but {run} has {len(snaps)} released checkpoint(s) that spent "
+                f"{path} is missing, but {run} has {len(snaps)} release(s) that spent "
                 f"privacy budget; {REPAIR.replace('RUN_DIR', str(run))}."
             )
         raise DpalError(f"{path}: no ledger here; give the --out directory of a dpal run.")
@@ -97,7 +110,7 @@ def rebuild(run_dir: str | Path) -> tuple[Ledger, Path | None]:
     run = Path(run_dir)
     snaps = _snapshots(run)
     if not snaps:
-        raise DpalError(f"{run} has no released checkpoints to rebuild a ledger from.")
+        raise DpalError(f"{run} has no releases (checkpoints, selection) to rebuild a ledger from.")
     _, entries = max(snaps, key=lambda s: len(s[1]))
     if not entries:
         raise DpalError(
