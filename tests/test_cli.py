@@ -124,3 +124,21 @@ def test_adamix_run_options_reach_the_config(monkeypatch, tmp_path):
     assert (config.train.epochs, config.train.lr) == (3, 2.0)
     assert (config.projection_rank, config.clip_quantile, config.first_seed) == (8, 0.7, 1)
     assert config.train.batch_size == adamix.AdamixConfig().train.batch_size  # rest: defaults
+
+
+def test_deterministic_noise_reaches_every_runner_config():
+    """--deterministic-noise on train, select, run, reproduce, randp run and adamix run; the
+    experiment configs pass it to their DP training (and from there to NearPrivate)."""
+    from dpal.cli import _noise_from_seed, build_parser
+    from dpal.methods.experiment import QUICK
+
+    parser = build_parser()
+    select = ["select", "c.pt", "--strategy", "random", "--n-labeled", "1", "--out", "x"]
+    commands = [["train", "--out", "x"], ["run", "mnist"], ["reproduce", "fig1"],
+                ["randp", "run"], ["adamix", "run"], select]  # fmt: skip
+    for argv in commands:
+        assert parser.parse_args(argv).deterministic_noise is False, argv
+        assert parser.parse_args([*argv, "--deterministic-noise"]).deterministic_noise, argv
+    args = parser.parse_args(["run", "mnist", "--deterministic-noise"])
+    assert _noise_from_seed(QUICK, args).train.deterministic_noise
+    assert not QUICK.train.deterministic_noise

@@ -362,6 +362,7 @@ def cmd_run(a: argparse.Namespace) -> None:
     config = replace(config, seeds=a.seeds, label_polluted_as=a.label_polluted_as)
     if a.experiment == "mnist-polluted":
         config = replace(config, dataset="mnist-polluted")
+    config = _noise_from_seed(config, a)
     out = a.out or f"runs/{a.experiment}{'-quick' if a.quick else ''}"
     rows = run_experiment(config, out, data_dir=a.data_dir)
 
@@ -380,6 +381,7 @@ def cmd_reproduce(a: argparse.Namespace) -> None:
         config = (QUICK if a.quick else FULL)[figure]
         if a.seeds is not None:
             config = with_seeds(config, a.seeds)
+        config = _noise_from_seed(config, a)
         reproduce(figure, config, out, data_dir=a.data_dir, plot_only=a.plot_only)
         print(f"{figure}: table, cells and figures in {out}/{figure}/")
 
@@ -417,6 +419,8 @@ def cmd_randp_run(a: argparse.Namespace) -> None:
     train = None  # None: the recipe's
     if a.standardize_features is not None:
         train = replace(recipe.train, standardize_features=a.standardize_features)
+    if a.deterministic_noise:
+        train = replace(train or recipe.train, deterministic_noise=True)
     prior = None
     if a.prior_steps is not None:
         prior = replace(recipe.prior, steps=a.prior_steps)
@@ -454,6 +458,7 @@ def cmd_adamix_run(a: argparse.Namespace) -> None:
             defaults.train,
             **({"epochs": a.epochs} if a.epochs else {}),
             **({"lr": a.lr} if a.lr else {}),
+            deterministic_noise=a.deterministic_noise,
         ),
     )
     out = a.out or f"runs/adamix-{a.dataset}-k{a.public_per_class}"
@@ -482,12 +487,23 @@ def _selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epsilon-support", type=float, default=0.6, help="near-private: counts ε")
     p.add_argument("--private-selection", default="threshold", choices=("threshold", "top-k"))
     p.add_argument("--seed", type=int, default=0)
+    _add_deterministic_noise(p)
+
+
+def _add_deterministic_noise(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--deterministic-noise",
         action="store_true",
-        help="noise from --seed, not OS entropy: bit-reproducible, but anyone who knows the "
+        help="noise from the seed, not OS entropy: bit-reproducible, but anyone who knows the "
         "seed can undo the noise (experiments only; recorded in the ledger)",
     )
+
+
+def _noise_from_seed(config: Any, a: argparse.Namespace) -> Any:
+    """``config`` whose DP training (and NearPrivate) draws noise from the seed, if asked."""
+    if not a.deterministic_noise:
+        return config
+    return replace(config, train=replace(config.train, deterministic_noise=True))
 
 
 def _finetune_args(p: argparse.ArgumentParser) -> None:
@@ -575,12 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
         "is printed without noise: a non-private statistic of private data",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--deterministic-noise",
-        action="store_true",
-        help="noise from --seed, not OS entropy: bit-reproducible, but anyone who knows the "
-        "seed can undo the noise (experiments only; recorded in the ledger)",
-    )
+    _add_deterministic_noise(p)
     p.add_argument("--out", help="run directory")
     p.add_argument("--resume", help="checkpoint to continue from")
     p.add_argument("--quiet", action="store_true")
@@ -647,6 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--out")
     _add_data_dir(p)
+    _add_deterministic_noise(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -667,6 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="redraw tables and figures from the finished cells, training nothing",
     )
     _add_data_dir(p)
+    _add_deterministic_noise(p)
     p.set_defaults(func=cmd_reproduce)
 
     adamix = sub.add_parser(
@@ -693,6 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="learning rate of every fine-tuning arm (default 4)")
     p.add_argument("--out")
     _add_data_dir(p)
+    _add_deterministic_noise(p)
     p.set_defaults(func=cmd_adamix_run)
 
     p = sub.add_parser(
@@ -749,6 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda (the full recipe wants a GPU)")
     p.add_argument("--out")
     _add_data_dir(p)
+    _add_deterministic_noise(p)
     p.set_defaults(func=cmd_randp_run)
 
     p = sub.add_parser("report", help="a markdown + HTML report of a run for a privacy reviewer")

@@ -173,6 +173,7 @@ def _improve_cell(
         epsilon_support=config.epsilon_support,
         delta=final["delta"],
         seed=seed,
+        deterministic_noise=config.train.deterministic_noise,
     )
     result, resolved = improve_cell(
         start,

@@ -279,6 +279,7 @@ def _fig4_cells(config: Fig4Config, task: Task, run: FigureRun) -> Iterator[Cell
                         n_each=n_each,
                         delta=final["delta"],
                         seed=seed,
+                        deterministic_noise=config.train.deterministic_noise,
                     )
                     ft = replace(config.finetune, seed=seed)
                     result, resolved = improve_cell(final["path"], cell_dir, select, ft, task=task)
@@ -427,6 +428,7 @@ def _fig5_cells(config: Fig5Config, task: Task, run: FigureRun) -> Iterator[Cell
                 epsilon_support=eps_support,
                 delta=final["delta"],
                 seed=seed,
+                deterministic_noise=config.train.deterministic_noise,
             )
             ft = replace(config.finetune, seed=seed)
             result, resolved = improve_cell(start["path"], cell_dir, select, ft, task=task)
