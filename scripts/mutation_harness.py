@@ -238,6 +238,8 @@ def _copy_repo(dest: Path) -> None:
 
 def _pytest(copy: Path, node_ids: tuple[str, ...]) -> tuple[int, str]:
     env = {**os.environ, "PYTHONPATH": str(copy / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
+    # the copy has no ../shared beside it: point the tests at the offline data of this checkout
+    env.setdefault("DPAL_DATA", str(ROOT.parent / "shared" / "datasets"))
     argv = [sys.executable, "-m", "pytest", "-q", "-x", "-rf", "-p", "no:cacheprovider",
             "-m", "not slow or slow", *node_ids]  # fmt: skip
     proc = subprocess.run(argv, cwd=copy, env=env, capture_output=True, text=True)
