@@ -52,12 +52,20 @@ MUTATIONS = (
         "noise-off-in-trainer",
         "the trainer passes σ = 0 to the DP-SGD gradient",
         "src/dpal/training/trainer.py",
-        "                            noise_multiplier=sigma,\n",
-        "                            noise_multiplier=0.0,\n",
+        "rule = gradient_rule(config, task, noise_multiplier=sigma,",
+        "rule = gradient_rule(config, task, noise_multiplier=0.0,",
         (
             LOOP + "test_noise_in_a_real_run_has_scale_sigma_times_clip_on_the_sum",
             LOOP + "test_accuracy_band_on_a_short_fixed_seed_mnist_run",
         ),
+    ),
+    Mutation(
+        "noise-off-in-dpsgd-rule",
+        "the DP-SGD gradient rule passes σ = 0 to the mechanism",
+        "src/dpal/training/gradient_rules.py",
+        "            max_grad_norm=self.config.clip,\n            noise_multiplier=self.sigma,\n",
+        "            max_grad_norm=self.config.clip,\n            noise_multiplier=0.0,\n",
+        (LOOP + "test_noise_in_a_real_run_has_scale_sigma_times_clip_on_the_sum",),
     ),
     Mutation(
         "noise-off-in-mechanism",
@@ -172,7 +180,7 @@ MUTATIONS = (
     Mutation(
         "holdout-entry-missing",
         "holdout accuracy (a noiseless private statistic) computed without a ledger entry",
-        "src/dpal/training/trainer.py",
+        "src/dpal/training/evaluate.py",
         '    entry = ledger.record(\n        "nonprivate",\n        mechanism="holdout:',
         '    entry = None and ledger.record(\n        "nonprivate",\n        mechanism="holdout:',
         (HYGIENE + "test_holdout_accuracy_is_ledgered_as_a_nonprivate_read",),

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import torch
 
-import dpal.training.trainer as trainer
+import dpal.training.gradient_rules as rules
 from dpal.data.tasks import Task
 from dpal.privacy.ledger import Ledger
 from dpal.training.config import TrainConfig
@@ -81,13 +81,13 @@ def test_the_ledger_holds_the_sampling_rate_steps_and_noise_that_ran(
     """Every call of the mechanism is counted: steps run = steps in the ledger, the batch sizes
     are Poisson(q·N) for the ledger's q, and σ and C are the ones passed to the noise."""
     calls = []
-    real = trainer.private_gradient
+    real = rules.private_gradient
 
     def spy(model, x, y, **kwargs):
         calls.append((len(x), kwargs["noise_multiplier"], kwargs["max_grad_norm"]))
         return real(model, x, y, **kwargs)
 
-    monkeypatch.setattr(trainer, "private_gradient", spy)
+    monkeypatch.setattr(rules, "private_gradient", spy)
     cfg = TrainConfig(dataset="synthetic", epochs=2, batch_size=40, lr=0.5, clip=0.7,
                       noise_multiplier=1.3, ema=0.0)  # fmt: skip
     train(cfg, tmp_path, task=tiny_task, progress=False)

@@ -64,9 +64,9 @@ def test_resume_after_crash_equals_uninterrupted(tiny_task, tmp_path, monkeypatc
     )
 
     # Crash in the middle of epoch 3: after its ledger entry is written, before its checkpoint.
-    import dpal.training.trainer as trainer
+    import dpal.training.gradient_rules as rules
 
-    real = trainer.private_gradient
+    real = rules.private_gradient
     calls = {"n": 0}
 
     def dying(*args, **kwargs):
@@ -75,10 +75,10 @@ def test_resume_after_crash_equals_uninterrupted(tiny_task, tmp_path, monkeypatc
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "private_gradient", dying)
+    monkeypatch.setattr(rules, "private_gradient", dying)
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(**{**CFG, "epochs": 3}), tmp_path / "run", task=tiny_task, progress=False)
-    monkeypatch.setattr(trainer, "private_gradient", real)
+    monkeypatch.setattr(rules, "private_gradient", real)
     ledger = Ledger(tmp_path / "run" / "ledger.json")
     assert [e.status for e in ledger.entries] == ["done", "done", "pending"]  # over-counts
 

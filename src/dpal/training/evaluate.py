@@ -1,4 +1,5 @@
-"""Accuracy and predicted probabilities, in batches, without gradients."""
+"""Accuracy and predicted probabilities, in batches, without gradients; and the held-out
+accuracy, recorded in the ledger as the non-private read it is."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import torch
 from torch import nn
 
 from dpal.data.arrays import ImageArrays
+from dpal.data.tasks import Task
+from dpal.privacy.ledger import Ledger
 
 
 @torch.no_grad()
@@ -28,3 +31,22 @@ def accuracy(
     if len(x) == 0:
         return float("nan")
     return (logits_of(model, x).argmax(1) == y).float().mean().item()
+
+
+def holdout_accuracy(
+    model: nn.Module, task: Task, ledger: Ledger, epoch: int, device: str
+) -> tuple[float | None, int | None]:
+    """Accuracy on the held-out private images, recorded first as what it is: a noiseless
+    statistic of private data (ε = ∞). The model never read those images, so the released
+    checkpoint's own ε is unchanged; the run's total ε is ∞ (the ledger says why)."""
+    if task.validation is None:
+        return None, None
+    entry = ledger.record(
+        "nonprivate",
+        mechanism="holdout:validation-accuracy",
+        params={},
+        note=f"epoch {epoch}: accuracy on {len(task.validation)} held-out private images, "
+        "no noise (for tuning; not DP)",
+        output="metrics.jsonl",
+    )
+    return accuracy(model, task.validation, device), entry

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -25,26 +24,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from dpal.data.tasks import Task, load_task
-from dpal.errors import DpalError, warn
-from dpal.models.public_init import head_name, load_public_init
+from dpal.errors import DpalError
+from dpal.models.public_init import load_public_init
 from dpal.models.registry import build_model
 from dpal.privacy import noise_source
-from dpal.privacy.accounting import (
-    DpsgdSchedule,
-    calibrate_noise_multiplier,
-    epsilon,
-    steps_for_epochs,
-    steps_per_epoch,
-)
-from dpal.privacy.ledger import Ledger, atomic_write_text
+from dpal.privacy.accounting import steps_per_epoch
 from dpal.privacy.noise_source import torch_noise_generator
 from dpal.randp.standardize import standardize_from_random_process
-from dpal.training.adamix import AdamixStep, MixState, adamix_gradient
 from dpal.training.augment import augment_copies
 from dpal.training.checkpoint import (
     checkpoint_path,
@@ -53,11 +43,20 @@ from dpal.training.checkpoint import (
     save_checkpoint,
 )
 from dpal.training.config import TrainConfig
-from dpal.training.dpsgd import private_gradient
 from dpal.training.ema import Ema
-from dpal.training.evaluate import accuracy
+from dpal.training.evaluate import accuracy, holdout_accuracy
+from dpal.training.gradient_rules import gradient_rule
 from dpal.training.lineage import SNAPSHOT_KEY, open_run_ledger, snapshot
+from dpal.training.run_setup import (
+    check_task,
+    lineage_epsilon,
+    resolve_noise,
+    write_run_config,
+)
 from dpal.training.sampling import poisson_batches, shuffled_batches
+from dpal.training.schedule import set_lr, train_head_only
+
+__all__ = ["MECHANISM", "VALIDATION_KEY", "TrainResult", "resolve_noise", "train"]
 
 MECHANISM = "dpsgd:train"
 VALIDATION_KEY = "validation_accuracy_nonprivate"  # metrics.jsonl; never in a release
@@ -71,19 +70,6 @@ class TrainResult:
     test_accuracy: float
     noise_multiplier: float | None
     history: list[dict[str, Any]]
-
-
-def resolve_noise(config: TrainConfig, n_private: int) -> tuple[float, float]:
-    """(σ, q) for ``config`` on ``n_private`` examples; σ calibrated when ε is the target."""
-    q = min(1.0, config.batch_size / n_private)
-    if config.noise_multiplier is not None:
-        return config.noise_multiplier, q
-    assert config.epsilon is not None
-    steps = steps_for_epochs(config.epochs, q)
-    sigma = calibrate_noise_multiplier(
-        target_epsilon=config.epsilon, delta=config.delta, sample_rate=q, steps=steps
-    )
-    return sigma, q
 
 
 def train(
@@ -119,7 +105,7 @@ def train(
     if task is None:
         task = load_task(config.dataset, data_dir=data_dir)
     task = task.hold_out(config.holdout)
-    _check_task(config, task)
+    check_task(config, task)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -142,8 +128,6 @@ def train(
     noise = noise_source.source(config.deterministic_noise) if config.private else ""
     x, y = (t.to(device) for t in task.private.tensors())
     n = len(x)
-    public = _public_set(config, task)
-    adamix_trace: list[tuple[float, float]] = []
 
     if config.private:
         sigma, q = (
@@ -156,7 +140,8 @@ def train(
         sigma, q = 0.0, 1.0
         per_epoch = math.ceil(n / config.batch_size)
     total_steps = config.epochs * per_epoch
-    mix_state = MixState(horizon=total_steps)  # AdaMix: b̂² across steps, T for the mix
+    rule = gradient_rule(config, task, noise_multiplier=sigma, expected_batch_size=q * n,
+                         generator=noise_gen, total_steps=total_steps)  # fmt: skip
 
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
     ema = Ema(model, config.ema)
@@ -171,7 +156,7 @@ def train(
             noise_gen.set_state(rstate["noise_rng"].cpu())
         start_epoch, lineage = summary0["epoch"], list(summary0["ledger_entries"])
     ledger = open_run_ledger(out, resume, start_epoch)
-    _write_run_config(out, config, task, sigma, q, per_epoch)
+    write_run_config(out, config, task, sigma, q, per_epoch)
 
     history: list[dict[str, Any]] = []
     bar = tqdm(
@@ -181,14 +166,14 @@ def train(
         unit="step",
         dynamic_ncols=True,
     )
-    eps = _lineage_epsilon(config, sigma, q, start_epoch * per_epoch)
+    eps = lineage_epsilon(config, sigma, q, start_epoch * per_epoch)
     test_acc = float("nan")
     started = time.perf_counter()
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             ckpt = checkpoint_path(out, epoch)
             # DP linear probing, then full fine-tuning (DP-RandP): one schedule, one σ, one ledger
-            _train_head_only(model, epoch <= config.linear_probe_epochs)
+            train_head_only(model, epoch <= config.linear_probe_epochs)
             if config.private:
                 entry = ledger.record_dpsgd(
                     noise_multiplier=sigma,
@@ -212,7 +197,7 @@ def train(
             for i, idx_cpu in enumerate(batches):
                 idx = idx_cpu.to(device)
                 step = (epoch - 1) * per_epoch + i
-                _set_lr(optimizer, config, step, total_steps)
+                set_lr(optimizer, config, step, total_steps)
                 xb, yb = x[idx], y[idx]
                 if config.augment != "none":
                     xb = augment_copies(
@@ -223,38 +208,17 @@ def train(
                         generator=augment_gen,
                     )
                     yb = yb.repeat_interleave(config.augment_copies)
-                if config.private or config.nonprivate_clip:
-                    if config.private and public is not None:  # AdaMix: in a public subspace
-                        adamix = _adamix_step(
-                            model, xb, yb, public, config, sigma, q * n, noise_gen, step, mix_state
-                        )
-                        grads = adamix.gradient
-                        adamix_trace.append((adamix.clip, adamix.mix))
-                    else:  # DP-SGD; non-private with nonprivate_clip: σ = 0, the batch's own size
-                        grads = private_gradient(
-                            model,
-                            xb,
-                            yb,
-                            copies=config.augment_copies,
-                            max_grad_norm=config.clip,
-                            noise_multiplier=sigma,
-                            expected_batch_size=q * n if config.private else len(idx),
-                            generator=noise_gen,
-                            engine=config.engine,
-                        )
-                    for name, p in model.named_parameters():
-                        p.grad = grads.get(name)  # None for frozen parameters
-                else:
-                    optimizer.zero_grad(set_to_none=True)
-                    F.cross_entropy(model(xb), yb).backward()
+                grads = rule(model, xb, yb, step)  # the method's gradient (gradient_rules)
+                for name, p in model.named_parameters():
+                    p.grad = grads.get(name)  # None for frozen parameters
                 optimizer.step()
                 ema.update(model)
                 bar.update(1)
             lineage.append(entry)
-            eps = _lineage_epsilon(config, sigma, q, epoch * per_epoch)
+            eps = lineage_epsilon(config, sigma, q, epoch * per_epoch)
             released = ema.model_for_release(model)
             test_acc = accuracy(released, task.test, device) if task.test is not None else math.nan
-            val_acc, val_entry = _holdout_accuracy(released, task, ledger, epoch, device)
+            val_acc, val_entry = holdout_accuracy(released, task, ledger, epoch, device)
             summary = {
                 "epoch": epoch,
                 "steps": epoch * per_epoch,
@@ -270,10 +234,7 @@ def train(
                 "num_classes": task.num_classes,
                 "wall_seconds": time.perf_counter() - started,
             }
-            if adamix_trace:  # the epoch's mean public quantities (free): threshold, mix weight
-                summary["adamix_clip"] = statistics.fmean(c for c, _ in adamix_trace)
-                summary["adamix_mix"] = statistics.fmean(m for _, m in adamix_trace)
-                adamix_trace.clear()
+            summary.update(rule.epoch_summary())  # AdaMix: mean threshold, mix weight (free)
             resume_state = {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -306,139 +267,3 @@ def train(
     return TrainResult(
         out, ema.model_for_release(model), eps, test_acc, sigma if config.private else None, history
     )
-
-
-def _check_task(config: TrainConfig, task: Task) -> None:
-    """Refuse what cannot be private; warn about what is private only in name."""
-    n = len(task.private)
-    if n == 0:
-        raise DpalError(f"dataset {task.name!r} has no training images.")
-    if config.private and config.batch_size > n:
-        raise DpalError(
-            f"--batch-size {config.batch_size} is larger than the {n} private training images: "
-            f"Poisson sampling would take every image at every step (q = 1, no amplification "
-            f"by sampling); choose --batch-size < {n}."
-        )
-    if config.private and config.batch_size == n:
-        warn(
-            f"--batch-size equals the {n} training images: q = 1, every image every step "
-            "(no amplification by sampling); a smaller --batch-size is usual."
-        )
-    if config.private and config.delta >= 1 / n:
-        warn(
-            f"δ = {config.delta:g} ≥ 1/N = {1 / n:.3g}: a mechanism that publishes one "
-            f"of the {n} training images at random meets it; choose --delta < {1 / n:.1g}."
-        )
-    if task.test is None:
-        warn(f"dataset {task.name!r} has no test split: test accuracy will not be measured.")
-
-
-def _holdout_accuracy(
-    model: nn.Module, task: Task, ledger: Ledger, epoch: int, device: str
-) -> tuple[float | None, int | None]:
-    """Accuracy on the held-out private images, recorded first as what it is: a noiseless
-    statistic of private data (ε = ∞). The model never read those images, so the released
-    checkpoint's own ε is unchanged; the run's total ε is ∞ (the ledger says why)."""
-    if task.validation is None:
-        return None, None
-    entry = ledger.record(
-        "nonprivate",
-        mechanism="holdout:validation-accuracy",
-        params={},
-        note=f"epoch {epoch}: accuracy on {len(task.validation)} held-out private images, "
-        "no noise (for tuning; not DP)",
-        output="metrics.jsonl",
-    )
-    return accuracy(model, task.validation, device), entry
-
-
-def _lineage_epsilon(config: TrainConfig, sigma: float, q: float, steps: int) -> float:
-    """ε of the steps behind one checkpoint (its own lineage), PLD."""
-    if not config.private:
-        return math.inf
-    schedule = DpsgdSchedule(noise_multiplier=sigma, sample_rate=q, steps=steps)
-    return epsilon(schedule.event(), delta=config.delta, accountant="pld")
-
-
-def _write_run_config(
-    out: Path, config: TrainConfig, task: Task, sigma: float, q: float, per_epoch: int
-) -> None:
-    from dpal import __version__
-
-    payload = {
-        "config": config.to_dict(),
-        "dataset": task.name,
-        "n_private": len(task.private),
-        "noise_multiplier": sigma if config.private else None,
-        "sample_rate": q,
-        "steps_per_epoch": per_epoch,
-        "dpal_version": __version__,
-        "note": "hyper-parameter choices are not privacy-accounted",
-    }
-    atomic_write_text(out / "run.json", json.dumps(payload, indent=1))
-
-
-def _public_set(config: TrainConfig, task: Task) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """AdaMix's labelled public examples, as tensors (public: read freely, never ledgered)."""
-    if config.public_set is None:
-        return None
-    from dpal.data.arrays import load_npz
-
-    public = load_npz(config.public_set, name="public set", num_classes=task.num_classes)
-    if public.image_shape != task.image_shape:
-        raise DpalError(
-            f"--public-set {config.public_set} has images of shape {public.image_shape}, the "
-            f"private data {task.image_shape}."
-        )
-    return public.tensors()
-
-
-def _adamix_step(
-    model: nn.Module,
-    xb: torch.Tensor,
-    yb: torch.Tensor,
-    public: tuple[torch.Tensor, torch.Tensor],
-    config: TrainConfig,
-    sigma: float,
-    expected_batch_size: float,
-    noise_gen: torch.Generator,
-    step: int,
-    mix_state: MixState,
-) -> AdamixStep:
-    px, py = public
-    if len(px) > config.public_batch:  # a public subset, seeded by the step: resume-safe
-        pick = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        idx = torch.randperm(len(px), generator=pick)[: config.public_batch]
-        px, py = px[idx], py[idx]
-    return adamix_gradient(
-        model,
-        xb,
-        yb,
-        px.to(xb.device),
-        py.to(xb.device),
-        rank=config.projection_rank,
-        clip=config.clip,
-        clip_quantile=config.clip_quantile,
-        mix=config.public_mix,
-        noise_multiplier=sigma,
-        expected_batch_size=expected_batch_size,
-        generator=noise_gen,
-        mix_state=mix_state,
-        copies=config.augment_copies,
-    )
-
-
-def _train_head_only(model: nn.Module, head_only: bool) -> None:
-    """Freeze every parameter but the classifier head's (the last ``nn.Linear``), or none.
-    Clipping then bounds the norm of the trainable parameters' gradient: sensitivity stays C."""
-    head = head_name(model)
-    for name, p in model.named_parameters():
-        p.requires_grad_(not head_only or name.startswith(head + "."))
-
-
-def _set_lr(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int, total: int) -> None:
-    lr = config.lr
-    if config.lr_schedule == "cosine":
-        lr = 0.5 * config.lr * (1 + math.cos(math.pi * step / total))
-    for group in optimizer.param_groups:
-        group["lr"] = lr
