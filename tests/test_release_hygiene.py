@@ -163,3 +163,17 @@ def test_checkpoints_of_the_earlier_one_file_layout_still_load_and_resume(tiny_t
     assert (
         resumed.epsilon > eps and resume_state_path(out / "checkpoints" / "epoch_003.pt").exists()
     )
+
+
+def test_the_cli_says_why_a_holdout_run_totals_infinity(npz_dataset, tmp_path, capsys):
+    from dpal.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", npz_dataset, "--noise-multiplier", "1", "--epochs", "1",
+            "--batch-size", "40", "--holdout", "50", "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    assert "the run's total is ε = ∞" in capsys.readouterr().out
+    assert main(["ledger", str(out)]) == 0
+    assert "non-private reads of private data: holdout:validation-accuracy" in (
+        capsys.readouterr().out
+    )

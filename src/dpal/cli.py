@@ -77,7 +77,7 @@ def cmd_calibrate(a: argparse.Namespace) -> None:
 
 def cmd_train(a: argparse.Namespace) -> None:
     from dpal.training.config import TrainConfig
-    from dpal.training.trainer import train
+    from dpal.training.trainer import VALIDATION_KEY, train
 
     if a.resume:
         # Only the epoch to continue to is taken from the command line; the rest is stored.
@@ -116,6 +116,11 @@ def cmd_train(a: argparse.Namespace) -> None:
         f"test accuracy {result.test_accuracy:.4f} at ε = {result.epsilon:.3f} "
         f"(δ = {result.history[-1]['delta'] if result.history else '-'}, PLD; {sigma}) → {out}"
     )
+    if result.history and VALIDATION_KEY in result.history[-1]:
+        print(
+            "  the model's ε is above; the run's total is ε = ∞: --holdout accuracy read "
+            "held-out private images without noise (see `dpal ledger`)"
+        )
 
 
 def cmd_eval(a: argparse.Namespace) -> None:
@@ -178,6 +183,9 @@ def cmd_ledger(a: argparse.Namespace) -> None:
         f"{totals.epsilon_rdp:.4f} (RDP)   {totals.epsilon_naive:.4f} (naive sum over "
         f"{len(totals.per_mechanism)} mechanism(s), each at δ/{max(1, len(totals.per_mechanism))})"
     )
+    reads = sorted({e.mechanism for e in ledger.counted() if e.kind == "nonprivate"})
+    if reads:
+        print(f"  ε = ∞ because of non-private reads of private data: {', '.join(reads)}")
 
 
 def _run_delta(run_dir: Path) -> float:
