@@ -169,6 +169,7 @@ def test_nonprivate_clip_moves_by_at_most_lr_times_clip_a_step(tiny_task, tmp_pa
         (dict(epsilon=1.0, batch_size=0), "batch-size"),
         (dict(epsilon=1.0, clip=0.0), "clip"),
         (dict(epsilon=1.0, private=False), "non-private"),
+        (dict(noise_multiplier=1e-6), "below 0.1"),
     ],
 )
 def test_bad_config(kwargs, message):
