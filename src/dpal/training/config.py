@@ -145,7 +145,7 @@ class TrainConfig:
             raise DpalError(
                 f"--noise-multiplier {self.noise_multiplier:g} is below {MIN_NOISE_MULTIPLIER}: "
                 "ε would run into the hundreds or more, and the PLD accountant needs minutes to "
-                "petabytes to say so (σ = 0.05: 46 s an epoch; 1e-6: 35 PiB); use σ ≥ "
+                "petabytes to say so (σ = 0.05: 46 s for 20 steps; 1e-6: 35 PiB); use σ ≥ "
                 f"{MIN_NOISE_MULTIPLIER}, or --non-private for a model without privacy."
             )
 
