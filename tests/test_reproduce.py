@@ -22,7 +22,7 @@ from dpal.reproduce.configs import (
     with_seeds,
 )
 from dpal.reproduce.figures import reproduce
-from dpal.reproduce.runner import Cell, run_cell
+from dpal.runs.cells import Cell, run_cell
 from dpal.training.config import TrainConfig
 from dpal.training.finetune import FinetuneConfig
 

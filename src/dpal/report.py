@@ -115,7 +115,7 @@ def _inline(text: str) -> str:
 
 def write_report(run_dir: str | Path, *, data_dir: str | None = None) -> tuple[Path, Path]:
     """Write ``RUN_DIR/report/report.md`` and ``report.html``; return their paths."""
-    from dpal.reproduce.runner import provenance
+    from dpal.runs.cells import provenance
 
     run = Path(run_dir)
     if not run.is_dir():

@@ -36,7 +36,7 @@ from dpal.errors import DpalError
 from dpal.models.public_init import save_public_init
 from dpal.models.registry import build_model
 from dpal.privacy.ledger import atomic_write_text
-from dpal.reproduce.runner import Cell, run_cells
+from dpal.runs.cells import Cell, run_cells
 from dpal.training.config import TrainConfig
 from dpal.training.evaluate import accuracy
 from dpal.training.finetune import FinetuneConfig, finetune

@@ -1,7 +1,7 @@
 """``dpal run mnist``: the active-learning experiment of Zhao et al. (2019), Figure 1, on the
 offline MNIST protocol — a DP baseline, then every strategy at several label budgets.
 
-Resumable: each cell (seed × method × n_labeled) is a :class:`~dpal.reproduce.runner.Cell`; a
+Resumable: each cell (seed × method × n_labeled) is a :class:`~dpal.runs.cells.Cell`; a
 finished one is not run again. Everything lands in one directory: ``results.json``,
 ``results.md`` and ``accuracy_vs_labels.png``.
 """
@@ -22,7 +22,7 @@ from dpal.labeling.oracle import Oracle
 from dpal.methods.active_learning import SelectConfig, improve
 from dpal.methods.budget import plan_budget
 from dpal.privacy.ledger import atomic_write_text
-from dpal.reproduce.runner import Cell, dp_model, run_cells
+from dpal.runs.cells import Cell, dp_model, run_cells
 from dpal.selection.strategies import STRATEGIES
 from dpal.training.config import TrainConfig
 from dpal.training.finetune import FinetuneConfig

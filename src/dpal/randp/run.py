@@ -6,7 +6,7 @@ probing) and the rest every layer (Phase III) — one σ, one q, one ledger for 
 it, on the same network and the same ε and number of epochs: DP-SGD from scratch, and the
 non-private upper bound (same network, epochs and learning rate, per-example clipping kept but no
 noise: ``TrainConfig.nonprivate_clip``). Each arm is a cell of
-:mod:`dpal.reproduce.runner`: resumable, with provenance.
+:mod:`dpal.runs.cells`: resumable, with provenance.
 
 Recipes: ``cpu`` — a small GroupNorm CNN, a short prior and a short DP schedule that fit 2 CPU
 cores; ``full`` — the paper's scale (WRN-16-4, batch 4096, augmentation multiplicity K = 16,
@@ -26,7 +26,7 @@ from dpal.data.tasks import Task, load_task
 from dpal.errors import DpalError
 from dpal.privacy.ledger import atomic_write_text
 from dpal.randp.prior import PriorConfig, learn_prior
-from dpal.reproduce.runner import Cell, run_cells
+from dpal.runs.cells import Cell, run_cells
 from dpal.training.checkpoint import list_checkpoints
 from dpal.training.config import TrainConfig
 from dpal.training.trainer import train

@@ -51,7 +51,7 @@ from dpal.reproduce.configs import (
     config_from_dict,
     config_to_dict,
 )
-from dpal.reproduce.runner import Cell, dp_model, run_cells, saved_rows
+from dpal.runs.cells import Cell, dp_model, run_cells, saved_rows
 from dpal.selection.scores import uncertainty
 from dpal.selection.strategies import diverse_public
 from dpal.training.checkpoint import list_checkpoints
