@@ -16,7 +16,7 @@ import time
 import torch
 from torchvision.transforms import v2
 
-from dpal.randp.generators import sample
+from dpal.data.random_process import sample
 from dpal.randp.prior import BatchAugment
 
 

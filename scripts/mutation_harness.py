@@ -218,6 +218,14 @@ MUTATIONS = (
         ("tests/test_adamix.py::test_augmented_copies_are_averaged_before_the_clip",),
     ),
     Mutation(
+        "upward-import",
+        "a lower layer (privacy) imports from a higher one (training)",
+        "src/dpal/privacy/accounting.py",
+        "from dpal.errors import DpalError\n",
+        "from dpal.errors import DpalError\nfrom dpal.training import config as _upward  # noqa\n",
+        ("tests/test_layers.py::test_no_module_imports_from_a_higher_layer",),
+    ),
+    Mutation(
         "edited-ledger-accepted",
         "a ledger that disagrees with its checkpoints' lineage is accepted",
         "src/dpal/training/lineage.py",

@@ -19,8 +19,8 @@ import torch
 from dpal.data.tasks import load_task
 from dpal.models.public_init import load_public_init
 from dpal.models.registry import build_model
+from dpal.models.standardize import standardize_from_random_process
 from dpal.randp.probe import features
-from dpal.randp.standardize import standardize_from_random_process
 
 
 def spread_over_offset(f: np.ndarray) -> float:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from dpal.cli import main
+from dpal.data.random_process import GENERATORS, sample, stream_images
 from dpal.errors import DpalError
-from dpal.randp.generators import GENERATORS, sample, stream_images
 
 
 @pytest.mark.parametrize("kind", [*GENERATORS, "mixture"])

@@ -9,8 +9,8 @@ from dpal.data.tasks import Task
 from dpal.errors import DpalError
 from dpal.models.public_init import load_public_init, save_public_init
 from dpal.models.registry import build_model
+from dpal.models.standardize import random_process_inputs, standardize_from_random_process
 from dpal.privacy.ledger import Ledger
-from dpal.randp.standardize import random_process_inputs, standardize_from_random_process
 from dpal.training.checkpoint import list_checkpoints, load_checkpoint
 from dpal.training.config import TrainConfig
 from dpal.training.trainer import train

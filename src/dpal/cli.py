@@ -309,7 +309,7 @@ def cmd_label(a: argparse.Namespace) -> None:
     labels = import_labels(
         a.labels_file, folder / "manifest.csv", classes=classes, allow_missing=a.allow_missing
     )
-    from dpal.privacy.ledger import atomic_write_text
+    from dpal.atomic import atomic_write_text
 
     atomic_write_text(
         Path(a.selection_dir) / "labels.json", json.dumps({str(k): v for k, v in labels.items()})
@@ -413,7 +413,7 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
 
 
 def cmd_randp_generate(a: argparse.Namespace) -> None:
-    from dpal.randp.generators import sample, save_grid
+    from dpal.data.random_process import sample, save_grid
 
     images = sample(a.kind, a.n, size=a.size, channels=a.channels, seed=a.seed)
     save_grid(images, a.out)

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dpal.atomic import atomic_write_text
 from dpal.errors import DpalError
 from dpal.labeling.oracle import REJECTED
-from dpal.privacy.ledger import atomic_write_text
 
 MANIFEST = "manifest.csv"
 LABEL_STUDIO_TASKS = "label_studio_tasks.json"

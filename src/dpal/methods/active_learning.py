@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from dpal.atomic import atomic_torch_save, atomic_write_text
 from dpal.data.arrays import ImageArrays
 from dpal.data.tasks import Task, load_task
 from dpal.errors import DpalError
@@ -25,7 +26,7 @@ from dpal.labeling.oracle import REJECTED, Oracle
 from dpal.models.embedding import logits_and_embeddings
 from dpal.models.registry import build_model
 from dpal.privacy import noise_source
-from dpal.privacy.ledger import Ledger, atomic_write_text
+from dpal.privacy.ledger import Ledger
 from dpal.privacy.noise_source import numpy_noise_rng
 from dpal.selection.near_private import NearPrivateConfig, near_private
 from dpal.selection.scores import uncertainty
@@ -35,7 +36,7 @@ from dpal.selection.strategies import (
     random_selection,
     top_uncertain,
 )
-from dpal.training.checkpoint import RELEASE_FORMAT, atomic_torch_save, load_checkpoint
+from dpal.training.checkpoint import RELEASE_FORMAT, load_checkpoint
 from dpal.training.evaluate import accuracy, logits_of
 from dpal.training.finetune import FinetuneConfig, finetune
 from dpal.training.lineage import SNAPSHOT_KEY, open_checked, snapshot

@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from dpal.atomic import atomic_write_text
 from dpal.data.arrays import ImageArrays
 from dpal.data.tasks import Task, load_task
 from dpal.errors import DpalError
 from dpal.models.public_init import save_public_init
 from dpal.models.registry import build_model
-from dpal.privacy.ledger import atomic_write_text
 from dpal.runs.cells import Cell, run_cells
 from dpal.training.config import TrainConfig
 from dpal.training.evaluate import accuracy

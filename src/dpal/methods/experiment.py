@@ -16,12 +16,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from dpal.atomic import atomic_write_text
 from dpal.data.tasks import Task, load_task
 from dpal.errors import DpalError
 from dpal.labeling.oracle import Oracle
 from dpal.methods.active_learning import SelectConfig, improve
 from dpal.methods.budget import plan_budget
-from dpal.privacy.ledger import atomic_write_text
 from dpal.runs.cells import Cell, dp_model, run_cells
 from dpal.selection.strategies import STRATEGIES
 from dpal.training.config import TrainConfig

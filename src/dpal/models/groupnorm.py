@@ -5,7 +5,7 @@ per-example clipping): a small CNN for the CPU recipe and WRN-16-4 for the full 
 Both expose ``embed(x)`` (the features a linear probe reads) and a last ``nn.Linear`` head named
 ``classifier``, which is what gets replaced when weights are reused for another task. Between
 the two sits a fixed :class:`FeatureStandardization` (identity unless set; see
-:mod:`dpal.randp.standardize`).
+:mod:`dpal.models.standardize`).
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from dpal.atomic import atomic_torch_save
 from dpal.errors import DpalError
 from dpal.models.groupnorm import FeatureStandardization
-from dpal.training.checkpoint import atomic_torch_save
 
 
 def head_name(model: nn.Module) -> str:
@@ -65,7 +65,7 @@ def load_public_init(model: nn.Module, path: str | Path, model_name: str) -> dic
         )
     head = head_name(model)
     full = model.state_dict()
-    # the head's input standardisation is set per task (dpal.randp.standardize), not inherited
+    # the head's input standardisation is set per task (dpal.models.standardize), not inherited
     optional = {
         f"{name}.{buffer}"
         for name, m in model.named_modules()

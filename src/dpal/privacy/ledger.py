@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any, Literal
 
 from dp_accounting import dp_event
 
+from dpal.atomic import atomic_write_text
 from dpal.errors import DpalError
 from dpal.privacy.accounting import DpsgdSchedule, check_delta, epsilon
 
@@ -227,27 +227,6 @@ class Ledger:
         other.path, other.entries = Path(path), list(entries)
         other._write()
         return other
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write-then-rename: a reader (or a crash) sees the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _read(path: Path) -> list[Entry]:

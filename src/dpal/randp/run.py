@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from dpal.atomic import atomic_write_text
 from dpal.data.tasks import Task, load_task
 from dpal.errors import DpalError
-from dpal.privacy.ledger import atomic_write_text
 from dpal.randp.prior import PriorConfig, learn_prior
 from dpal.runs.cells import Cell, run_cells
 from dpal.training.checkpoint import list_checkpoints

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from dpal.atomic import atomic_write_text
 from dpal.data.tasks import Task, load_task
 from dpal.errors import DpalError
 from dpal.methods.active_learning import SelectConfig, load_released_model
@@ -39,7 +40,6 @@ from dpal.methods.experiment import (
     markdown_table,
     plot,
 )
-from dpal.privacy.ledger import atomic_write_text
 from dpal.reproduce.configs import (
     CONFIG_CLASSES,
     Fig1Config,

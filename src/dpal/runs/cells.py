@@ -23,7 +23,8 @@ from typing import Any
 
 from dpal.data.tasks import Task
 from dpal.errors import DpalError
-from dpal.privacy.ledger import Ledger, atomic_write_text
+from dpal.atomic import atomic_write_text
+from dpal.privacy.ledger import Ledger
 from dpal.training.checkpoint import list_checkpoints
 from dpal.training.config import TrainConfig
 from dpal.training.trainer import train

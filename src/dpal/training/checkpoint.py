@@ -20,14 +20,13 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from dpal.atomic import atomic_torch_save, atomic_write_text
 from dpal.errors import DpalError
-from dpal.privacy.ledger import atomic_write_text
 
 RELEASE_FORMAT = "dpal-release/2"
 STATE_FORMAT = "dpal-resume-state/2"
@@ -49,21 +48,6 @@ def resume_state_path(checkpoint: str | os.PathLike[str]) -> Path:
     """The private resume state that belongs to ``checkpoint`` (``RUN/checkpoints/X.pt``)."""
     path = Path(checkpoint)
     return path.parent.parent / "private" / f"{path.stem}.state.pt"
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: a crash leaves the old
-    file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(

@@ -56,7 +56,7 @@ class TrainConfig:
     # initialisation's features), the rest every layer; the same σ and q throughout.
     linear_probe_epochs: int = 0
     # Before training, standardise the head's input with the feature mean and spread of
-    # random-process images (dpal.randp.standardize): no private data, so no privacy cost.
+    # random-process images (dpal.models.standardize): no private data, so no privacy cost.
     standardize_features: bool = False
     # AdaMix (dpal.training.adamix): a labelled *public* set (npz with x, y) read at every step
     # for the top-k gradient subspace (projection_rank; 0 = none), the clip bound (a quantile of

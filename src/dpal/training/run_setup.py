@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+from dpal.atomic import atomic_write_text
 from dpal.data.tasks import Task
 from dpal.errors import DpalError, warn
 from dpal.privacy.accounting import (
@@ -15,7 +16,6 @@ from dpal.privacy.accounting import (
     epsilon,
     steps_for_epochs,
 )
-from dpal.privacy.ledger import atomic_write_text
 from dpal.training.config import TrainConfig
 
 

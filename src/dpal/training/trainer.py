@@ -31,10 +31,10 @@ from dpal.data.tasks import Task, load_task
 from dpal.errors import DpalError
 from dpal.models.public_init import load_public_init
 from dpal.models.registry import build_model
+from dpal.models.standardize import standardize_from_random_process
 from dpal.privacy import noise_source
 from dpal.privacy.accounting import steps_per_epoch
 from dpal.privacy.noise_source import torch_noise_generator
-from dpal.randp.standardize import standardize_from_random_process
 from dpal.training.augment import augment_copies
 from dpal.training.checkpoint import (
     checkpoint_path,

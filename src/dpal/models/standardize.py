@@ -5,7 +5,7 @@ per-example clipping the head's gradient then mostly points along that offset, a
 whose norm does not depend on it, drowns the class-separating part (see
 :class:`dpal.models.groupnorm.FeatureStandardization`). Private statistics would centre the
 features best but must not be used without noise (PITFALLS #6); the features of synthetic images
-from :mod:`dpal.randp.generators` cost nothing, because no private example is read.
+from :mod:`dpal.data.random_process` cost nothing, because no private example is read.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from dpal.data.arrays import ImageArrays
+from dpal.data.random_process import sample
 from dpal.errors import DpalError
 from dpal.models.groupnorm import FeatureStandardization
-from dpal.randp.generators import sample
 
 # Features are averages over the image, so a few thousand images pin their mean and spread down
 # to a few per cent; more only costs time.
