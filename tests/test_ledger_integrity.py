@@ -186,6 +186,13 @@ def test_duplicate_label_ids_are_refused(tmp_path):
     labels.write_text("id,label\n0,1\n1,3\n0,7\n")
     with pytest.raises(DpalError, match="id 0 is labelled twice"):
         import_labels(labels, manifest, classes=[str(i) for i in range(10)])
+    studio = tmp_path / "export.json"  # a Label Studio export: the first copy unannotated
+    studio.write_text(json.dumps([
+        {"data": {"dpal_id": 0}, "annotations": []},
+        {"data": {"dpal_id": 0}, "annotations": [{"result": [{"value": {"choices": ["7"]}}]}]},
+    ]))  # fmt: skip
+    with pytest.raises(DpalError, match="dpal_id 0 appears twice"):
+        import_labels(studio, manifest, classes=[str(i) for i in range(10)])
 
 
 def test_out_that_cannot_be_created_is_a_one_line_error(npz_dataset, tmp_path, capsys):

@@ -84,11 +84,13 @@ def _read_label_studio(path: Path) -> dict[int, str]:
     try:
         tasks = json.loads(path.read_text())
         out = {}
+        seen: set[int] = set()  # every task's id, labelled or not: a repeat is refused
         for task in tasks:
             item_id = int(task["data"]["dpal_id"])
             results = [r for a in task.get("annotations", []) for r in a.get("result", [])]
-            if item_id in out:
+            if item_id in seen:
                 raise DpalError(f"{path}: task dpal_id {item_id} appears twice; keep one.")
+            seen.add(item_id)
             if results:
                 out[item_id] = str(results[-1]["value"]["choices"][0])
         return out
