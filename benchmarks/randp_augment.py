@@ -1,6 +1,6 @@
 """Seconds for two augmented views of a batch of random-process images: torchvision's v2
 transforms applied image by image (SimCLR's recipe) against dpal's batch-vectorised
-:class:`dpal.randp.prior.BatchAugment`, same augmentations, one run.
+:class:`dpal.methods.randp.prior.BatchAugment`, same augmentations, one run.
 
     python benchmarks/randp_augment.py [--batch-size 128] [--size 32] [--rounds 5]
 
@@ -17,7 +17,7 @@ import torch
 from torchvision.transforms import v2
 
 from dpal.data.random_process import sample
-from dpal.randp.prior import BatchAugment
+from dpal.methods.randp.prior import BatchAugment
 
 
 def per_image_v2(size: int) -> v2.Compose:

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from dpal.data.tasks import load_task
-from dpal.methods.adamix import AdamixConfig, fewshot_split
+from dpal.methods.adamix.runner import AdamixConfig, fewshot_split
 from dpal.training.trainer import train
 
 ARMS = {

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from dpal.data.tasks import load_task
-from dpal.methods.adamix import AdamixConfig, fewshot_split
+from dpal.methods.adamix.runner import AdamixConfig, fewshot_split
 from dpal.models.public_init import load_public_init
 from dpal.models.registry import build_model
 from dpal.training.adamix import subspace_capture

@@ -18,7 +18,7 @@ import numpy as np
 
 from dpal.data.arrays import ImageArrays
 from dpal.data.tasks import load_task
-from dpal.methods.active_learning import SelectConfig, load_released_model, select
+from dpal.methods.active_learning.improve import SelectConfig, load_released_model, select
 from dpal.privacy.ledger import Ledger
 from dpal.training.evaluate import accuracy
 from dpal.training.finetune import FinetuneConfig, finetune

@@ -221,8 +221,9 @@ MUTATIONS = (
         "upward-import",
         "a lower layer (privacy) imports from a higher one (training)",
         "src/dpal/privacy/accounting.py",
-        "from dpal.errors import DpalError\n",
-        "from dpal.errors import DpalError\nfrom dpal.training import config as _upward  # noqa\n",
+        "from dpal.core.errors import DpalError\n",
+        "from dpal.core.errors import DpalError\n"
+        "from dpal.training import config as _upward  # noqa\n",
         ("tests/test_layers.py::test_no_module_imports_from_a_higher_layer",),
     ),
     Mutation(

@@ -12,7 +12,7 @@ import json
 import statistics
 from pathlib import Path
 
-from dpal.randp.run import plot_randp, randp_table
+from dpal.methods.randp.run import plot_randp, randp_table
 
 
 def main() -> None:

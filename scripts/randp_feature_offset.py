@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from dpal.data.tasks import load_task
+from dpal.methods.randp.probe import features
 from dpal.models.public_init import load_public_init
 from dpal.models.registry import build_model
 from dpal.models.standardize import standardize_from_random_process
-from dpal.randp.probe import features
 
 
 def spread_over_offset(f: np.ndarray) -> float:

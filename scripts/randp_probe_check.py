@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from dpal.data.tasks import load_task
+from dpal.methods.randp.prior import PriorConfig, learn_prior
+from dpal.methods.randp.probe import linear_probe_accuracy
 from dpal.models.public_init import load_public_init
 from dpal.models.registry import build_model
-from dpal.randp.prior import PriorConfig, learn_prior
-from dpal.randp.probe import linear_probe_accuracy
 
 
 def main() -> None:

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from dpal.cli import main
+from dpal.core.errors import DpalError
 from dpal.data.tasks import Task
-from dpal.errors import DpalError
 from dpal.labeling import REJECTED, Oracle
-from dpal.methods.active_learning import SelectConfig, finetune_dir, improve, select_to_dir
-from dpal.methods.budget import plan_budget
+from dpal.methods.active_learning.budget import plan_budget
+from dpal.methods.active_learning.improve import SelectConfig, finetune_dir, improve, select_to_dir
 from dpal.privacy.ledger import Ledger
 from dpal.training.config import TrainConfig
 from dpal.training.finetune import FinetuneConfig

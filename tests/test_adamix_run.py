@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from dpal.core.errors import DpalError
 from dpal.data.tasks import Task
-from dpal.errors import DpalError
-from dpal.methods.adamix import ARMS, AdamixConfig, fewshot_split, run_adamix
+from dpal.methods.adamix.runner import ARMS, AdamixConfig, fewshot_split, run_adamix
 from dpal.privacy.ledger import Ledger
 from dpal.training.checkpoint import list_checkpoints, load_checkpoint
 from dpal.training.config import TrainConfig

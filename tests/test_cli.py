@@ -98,7 +98,7 @@ def test_train_eval_ledger_on_user_npz(tmp_path, capsys):
 
 
 def test_adamix_run_options_reach_the_config(monkeypatch, tmp_path):
-    import dpal.methods.adamix as adamix
+    import dpal.methods.adamix.runner as adamix
 
     seen = {}
 
@@ -129,8 +129,9 @@ def test_adamix_run_options_reach_the_config(monkeypatch, tmp_path):
 def test_deterministic_noise_reaches_every_runner_config():
     """--deterministic-noise on train, select, run, reproduce, randp run and adamix run; the
     experiment configs pass it to their DP training (and from there to NearPrivate)."""
-    from dpal.cli import _noise_from_seed, build_parser
-    from dpal.methods.experiment import QUICK
+    from dpal.cli import build_parser
+    from dpal.cli.common import noise_from_seed
+    from dpal.methods.active_learning.experiment import QUICK
 
     parser = build_parser()
     select = ["select", "c.pt", "--strategy", "random", "--n-labeled", "1", "--out", "x"]
@@ -140,5 +141,5 @@ def test_deterministic_noise_reaches_every_runner_config():
         assert parser.parse_args(argv).deterministic_noise is False, argv
         assert parser.parse_args([*argv, "--deterministic-noise"]).deterministic_noise, argv
     args = parser.parse_args(["run", "mnist", "--deterministic-noise"])
-    assert _noise_from_seed(QUICK, args).train.deterministic_noise
+    assert noise_from_seed(QUICK, args).train.deterministic_noise
     assert not QUICK.train.deterministic_noise

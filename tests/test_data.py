@@ -8,10 +8,10 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from dpal.core.errors import DpalError
 from dpal.data import load_split, load_task
 from dpal.data.arrays import ImageArrays, load_npz
 from dpal.data.root import resolve_data_root
-from dpal.errors import DpalError
 
 
 def test_offline_mnist_is_exact(shared_data):

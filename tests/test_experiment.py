@@ -2,7 +2,7 @@
 
 import json
 
-from dpal.methods.experiment import ExperimentConfig, run_experiment
+from dpal.methods.active_learning.experiment import ExperimentConfig, run_experiment
 from dpal.training.config import TrainConfig
 from dpal.training.finetune import FinetuneConfig
 

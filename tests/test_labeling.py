@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from dpal.errors import DpalError
+from dpal.core.errors import DpalError
 from dpal.labeling import REJECTED, Oracle, export_for_labeling, import_labels
 
 CLASSES = [str(i) for i in range(10)]

@@ -7,11 +7,11 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "dpal"
 
 LAYERS = [
-    {"", "errors", "neighbours", "atomic"},  # "" = the package root (dpal.__version__)
+    {"", "core"},  # "" = the package root (dpal.__version__)
     {"data", "models", "privacy"},
     {"training", "selection", "labeling"},
     {"runs"},
-    {"methods", "randp"},
+    {"methods"},
     {"reproduce", "report"},
     {"cli"},
 ]

@@ -5,7 +5,7 @@ import pytest
 from dp_accounting import dp_event
 from dp_accounting.pld import pld_privacy_accountant
 
-from dpal.errors import DpalError
+from dpal.core.errors import DpalError
 from dpal.privacy.ledger import Ledger
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from dpal.cli import main
+from dpal.core.errors import DpalError, DpalWarning
 from dpal.data.tasks import Task
-from dpal.errors import DpalError, DpalWarning
 from dpal.privacy.ledger import Ledger
 from dpal.training.config import TrainConfig
 from dpal.training.lineage import open_checked, rebuild

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from dp_accounting import dp_event
 
-from dpal.errors import DpalError
+from dpal.core.errors import DpalError
 from dpal.privacy.accounting import epsilon
 from dpal.privacy.mechanisms import (
     calibrate_gaussian,

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from dpal.errors import DpalError
+from dpal.core.errors import DpalError
 from dpal.models import TFPrivacyCNN, build_model, embeddings, logits_and_embeddings
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from dpal.cli import main
+from dpal.core.errors import DpalError
 from dpal.data.random_process import GENERATORS, sample, stream_images
-from dpal.errors import DpalError
 
 
 @pytest.mark.parametrize("kind", [*GENERATORS, "mixture"])

@@ -7,10 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from dpal.errors import DpalError
-from dpal.models.public_init import load_public_init
-from dpal.models.registry import build_model
-from dpal.randp.prior import (
+from dpal.core.errors import DpalError
+from dpal.methods.randp.prior import (
     PriorConfig,
     align_loss,
     augmenter,
@@ -18,7 +16,9 @@ from dpal.randp.prior import (
     two_views,
     uniform_loss,
 )
-from dpal.randp.probe import linear_probe_accuracy
+from dpal.methods.randp.probe import linear_probe_accuracy
+from dpal.models.public_init import load_public_init
+from dpal.models.registry import build_model
 from tests.conftest import make_images
 
 

@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
+from dpal.core.errors import DpalError
 from dpal.data.tasks import Task
-from dpal.errors import DpalError
+from dpal.methods.randp.run import RECIPES, RandpConfig, run_randp
 from dpal.privacy.ledger import Ledger
-from dpal.randp.run import RECIPES, RandpConfig, run_randp
 from tests.conftest import make_images
 
 
@@ -96,7 +96,7 @@ def test_bad_recipe_or_arm():
 
 
 def test_cli_passes_phase_i_steps_arms_seeds_and_standardisation(monkeypatch, tmp_path):
-    import dpal.randp.run as randp_run
+    import dpal.methods.randp.run as randp_run
     from dpal.cli import main
 
     seen = []

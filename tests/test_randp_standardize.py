@@ -5,8 +5,8 @@ checkpoints and priors without it still load as the identity."""
 import pytest
 import torch
 
+from dpal.core.errors import DpalError
 from dpal.data.tasks import Task
-from dpal.errors import DpalError
 from dpal.models.public_init import load_public_init, save_public_init
 from dpal.models.registry import build_model
 from dpal.models.standardize import random_process_inputs, standardize_from_random_process

@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from dpal.errors import DpalError
+from dpal.core.errors import DpalError
 from dpal.privacy import noise_source
 from dpal.privacy.ledger import Ledger
 from dpal.training.checkpoint import (
@@ -138,7 +138,7 @@ def test_checkpoints_of_the_earlier_one_file_layout_still_load_and_resume(tiny_t
     """dpal ≤ 0.1 wrote one file per epoch (release, iterate and training state together, no
     format, no ledger snapshot): it is still read, evaluated and resumed from — the resumed
     epochs are written in the new layout, with fresh OS-entropy noise."""
-    from dpal.methods.active_learning import load_released_model
+    from dpal.methods.active_learning.improve import load_released_model
     from dpal.training.checkpoint import load_resume_state
     from dpal.training.lineage import open_checked
 

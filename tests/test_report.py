@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 
 from dpal.cli import main
-from dpal.errors import DpalError
-from dpal.methods.active_learning import SelectConfig, improve
+from dpal.core.errors import DpalError
+from dpal.methods.active_learning.improve import SelectConfig, improve
 from dpal.privacy.ledger import Ledger
 from dpal.report import write_report
 from dpal.reproduce.figures import reproduce

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dpal.errors import DpalError
-from dpal.methods.experiment import ExperimentConfig
+from dpal.core.errors import DpalError
+from dpal.methods.active_learning.experiment import ExperimentConfig
 from dpal.reproduce.configs import (
     CONFIG_CLASSES,
     FULL,
@@ -140,7 +140,7 @@ def test_interrupted_cell_is_set_aside_and_rerun_finished_ones_are_not(tmp_path)
 
 
 def test_experiment_resumes_after_an_interrupted_cell(tmp_path, npz_dataset, monkeypatch):
-    import dpal.methods.experiment as experiment
+    import dpal.methods.active_learning.experiment as experiment
 
     config = tiny("fig1", npz_dataset)
     real = experiment.improve

@@ -9,8 +9,8 @@ import scipy.io
 import torch
 
 from dpal.cli import main
-from dpal.errors import DpalError
-from dpal.methods.experiment import ExperimentConfig
+from dpal.core.errors import DpalError
+from dpal.methods.active_learning.experiment import ExperimentConfig
 from dpal.models.public_init import load_public_init
 from dpal.models.registry import build_model
 from dpal.privacy.ledger import Ledger

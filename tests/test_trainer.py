@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dpal.errors import DpalError
+from dpal.core.errors import DpalError
 from dpal.privacy.accounting import DpsgdSchedule, epsilon
 from dpal.privacy.ledger import Ledger
 from dpal.training.checkpoint import list_checkpoints

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dpal.errors import DpalError
+from dpal.core.errors import DpalError
 
 # Pixels are mapped to [-1, 1] with these fixed constants. They are public: we never normalise
 # with a mean or std measured on the private data (that statistic would itself leak).

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dpal.core.neighbours import nearest
 from dpal.data.arrays import ImageArrays
-from dpal.neighbours import nearest
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dpal.errors import DpalError
+from dpal.core.errors import DpalError
 
 Generator = Callable[[torch.Generator, int, int, int], torch.Tensor]  # (gen, n, size, ch) → [0,1]
 

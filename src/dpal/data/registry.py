@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dpal.core.errors import DpalError
 from dpal.data.arrays import ImageArrays, load_npz
 from dpal.data.root import resolve_data_root
-from dpal.errors import DpalError
 
 
 @dataclass(frozen=True)

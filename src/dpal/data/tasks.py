@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dpal.core.errors import DpalError
 from dpal.data.arrays import ImageArrays, load_npz
 from dpal.data.registry import load_split
-from dpal.errors import DpalError
 
 
 @dataclass(frozen=True)

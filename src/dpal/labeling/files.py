@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dpal.atomic import atomic_write_text
-from dpal.errors import DpalError
+from dpal.core.atomic import atomic_write_text
+from dpal.core.errors import DpalError
 from dpal.labeling.oracle import REJECTED
 
 MANIFEST = "manifest.csv"

@@ -1,1 +1,2 @@
-"""End-to-end recipes that join data, training, selection and the ledger."""
+"""The method families side by side: ``active_learning``, ``adamix``, ``randp`` — each its
+recipe and its runner cells, nothing of the command line."""

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dpal.atomic import atomic_torch_save
-from dpal.errors import DpalError
+from dpal.core.atomic import atomic_torch_save
+from dpal.core.errors import DpalError
 from dpal.models.groupnorm import FeatureStandardization
 
 

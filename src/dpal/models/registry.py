@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from dpal.errors import DpalError
+from dpal.core.errors import DpalError
 from dpal.models.cnn import TFPrivacyCNN
 from dpal.models.groupnorm import SmallGNCNN, WideResNet
 

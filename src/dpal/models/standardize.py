@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from dpal.core.errors import DpalError
 from dpal.data.arrays import ImageArrays
 from dpal.data.random_process import sample
-from dpal.errors import DpalError
 from dpal.models.groupnorm import FeatureStandardization
 
 # Features are averages over the image, so a few thousand images pin their mean and spread down

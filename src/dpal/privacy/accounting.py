@@ -25,7 +25,7 @@ from dp_accounting import dp_event
 from dp_accounting.pld import pld_privacy_accountant
 from dp_accounting.rdp import rdp_privacy_accountant
 
-from dpal.errors import DpalError
+from dpal.core.errors import DpalError
 
 Accountant = Literal["pld", "rdp", "prv"]
 ACCOUNTANTS: tuple[Accountant, ...] = ("pld", "rdp", "prv")

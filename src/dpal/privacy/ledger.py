@@ -34,8 +34,8 @@ from typing import Any, Literal
 
 from dp_accounting import dp_event
 
-from dpal.atomic import atomic_write_text
-from dpal.errors import DpalError
+from dpal.core.atomic import atomic_write_text
+from dpal.core.errors import DpalError
 from dpal.privacy.accounting import DpsgdSchedule, check_delta, epsilon
 
 FORMAT = "dpal-ledger/1"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import optimize, special
 
-from dpal.errors import DpalError
+from dpal.core.errors import DpalError
 from dpal.privacy.accounting import check_delta, check_epsilon
 
 

@@ -9,8 +9,8 @@ import typing
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from dpal.errors import DpalError
-from dpal.methods.experiment import ExperimentConfig
+from dpal.core.errors import DpalError
+from dpal.methods.active_learning.experiment import ExperimentConfig
 from dpal.training.config import TrainConfig
 from dpal.training.finetune import FinetuneConfig
 from dpal.training.rotation import RotationConfig

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from dpal.data.tasks import Task
-from dpal.errors import DpalError
-from dpal.atomic import atomic_write_text
+from dpal.core.errors import DpalError
+from dpal.core.atomic import atomic_write_text
 from dpal.privacy.ledger import Ledger
 from dpal.training.checkpoint import list_checkpoints
 from dpal.training.config import TrainConfig

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dpal.errors import DpalError
-from dpal.neighbours import nearest
+from dpal.core.errors import DpalError
+from dpal.core.neighbours import nearest
 from dpal.privacy.accounting import check_delta, check_epsilon
 from dpal.privacy.ledger import Ledger
 from dpal.privacy.mechanisms import calibrate_gaussian, dp_pca_components, laplace_counts

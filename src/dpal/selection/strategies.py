@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
-from dpal.errors import DpalError
+from dpal.core.errors import DpalError
 
 STRATEGIES = ("random", "entropy", "margin", "diverse-public", "near-private")
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from dpal.atomic import atomic_torch_save, atomic_write_text
-from dpal.errors import DpalError
+from dpal.core.atomic import atomic_torch_save, atomic_write_text
+from dpal.core.errors import DpalError
 
 RELEASE_FORMAT = "dpal-release/2"
 STATE_FORMAT = "dpal-resume-state/2"

@@ -7,7 +7,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from dpal.errors import DpalError
+from dpal.core.errors import DpalError
 from dpal.privacy.accounting import check_delta, check_epsilon
 from dpal.training.augment import AUGMENTATIONS
 

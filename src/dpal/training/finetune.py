@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dpal.core.errors import DpalError
 from dpal.data.arrays import ImageArrays
-from dpal.errors import DpalError
 from dpal.training.augment import augment_copies
 from dpal.training.sampling import shuffled_batches
 

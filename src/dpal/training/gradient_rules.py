@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dpal.core.errors import DpalError
 from dpal.data.tasks import Task
-from dpal.errors import DpalError
 from dpal.training.adamix import MixState, adamix_gradient
 from dpal.training.config import TrainConfig
 from dpal.training.dpsgd import Params, private_gradient

@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from dpal.errors import DpalError
+from dpal.core.errors import DpalError
 from dpal.privacy.ledger import REPAIR, Entry, Ledger, parse_entry
 from dpal.training.checkpoint import list_checkpoints, load_checkpoint
 

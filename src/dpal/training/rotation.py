@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from dpal.core.errors import DpalError
 from dpal.data.arrays import ImageArrays
-from dpal.errors import DpalError
 from dpal.models.public_init import save_public_init
 from dpal.models.registry import build_model
 from dpal.training.sampling import shuffled_batches

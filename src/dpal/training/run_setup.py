@@ -7,9 +7,9 @@ import json
 import math
 from pathlib import Path
 
-from dpal.atomic import atomic_write_text
+from dpal.core.atomic import atomic_write_text
+from dpal.core.errors import DpalError, warn
 from dpal.data.tasks import Task
-from dpal.errors import DpalError, warn
 from dpal.privacy.accounting import (
     DpsgdSchedule,
     calibrate_noise_multiplier,

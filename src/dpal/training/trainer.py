@@ -27,8 +27,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from dpal.core.errors import DpalError
 from dpal.data.tasks import Task, load_task
-from dpal.errors import DpalError
 from dpal.models.public_init import load_public_init
 from dpal.models.registry import build_model
 from dpal.models.standardize import standardize_from_random_process

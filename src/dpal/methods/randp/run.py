@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dpal.atomic import atomic_write_text
+from dpal.core.atomic import atomic_write_text
+from dpal.core.errors import DpalError
 from dpal.data.tasks import Task, load_task
-from dpal.errors import DpalError
-from dpal.randp.prior import PriorConfig, learn_prior
+from dpal.methods.randp.prior import PriorConfig, learn_prior
 from dpal.runs.cells import Cell, run_cells
 from dpal.training.checkpoint import list_checkpoints
 from dpal.training.config import TrainConfig

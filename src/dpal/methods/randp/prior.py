@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dpal.core.errors import DpalError
 from dpal.data.random_process import KINDS, stream_images
-from dpal.errors import DpalError
 from dpal.models.public_init import save_public_init
 from dpal.models.registry import build_model
 

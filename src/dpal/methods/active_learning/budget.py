@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dp_accounting import dp_event
 
-from dpal.errors import DpalError
+from dpal.core.errors import DpalError
 from dpal.privacy.accounting import DpsgdSchedule, check_epsilon, epsilon
 from dpal.privacy.mechanisms import calibrate_gaussian
 from dpal.training.checkpoint import list_checkpoints

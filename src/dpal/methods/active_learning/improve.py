@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from dpal.atomic import atomic_torch_save, atomic_write_text
+from dpal.core.atomic import atomic_torch_save, atomic_write_text
+from dpal.core.errors import DpalError
 from dpal.data.arrays import ImageArrays
 from dpal.data.tasks import Task, load_task
-from dpal.errors import DpalError
 from dpal.labeling.oracle import REJECTED, Oracle
 from dpal.models.embedding import logits_and_embeddings
 from dpal.models.registry import build_model

@@ -1,0 +1,5 @@
+import sys
+
+from dpal.cli import main
+
+sys.exit(main())

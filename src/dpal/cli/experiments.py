@@ -1,0 +1,84 @@
+"""``dpal run`` (a whole experiment) and ``dpal reproduce`` (the paper's figures)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from typing import Any
+
+from dpal.cli.common import add_data_dir, add_deterministic_noise, noise_from_seed
+
+
+def cmd_run(a: argparse.Namespace) -> None:
+    from dpal.methods.active_learning.experiment import (
+        QUICK,
+        ExperimentConfig,
+        markdown_table,
+        run_experiment,
+    )
+
+    config = QUICK if a.quick else ExperimentConfig()
+    config = replace(config, seeds=a.seeds, label_polluted_as=a.label_polluted_as)
+    if a.experiment == "mnist-polluted":
+        config = replace(config, dataset="mnist-polluted")
+    config = noise_from_seed(config, a)
+    out = a.out or f"runs/{a.experiment}{'-quick' if a.quick else ''}"
+    rows = run_experiment(config, out, data_dir=a.data_dir)
+
+    print(markdown_table(rows))
+    print(f"results, table and figure in {out}/")
+
+
+def cmd_reproduce(a: argparse.Namespace) -> None:
+    from dpal.reproduce.configs import FULL, QUICK, with_seeds
+    from dpal.reproduce.figures import reproduce
+
+    out = a.out or f"runs/reproduce{'-quick' if a.quick else ''}"
+    # "all": the figures of the offline MNIST protocols; fig2 needs SVHN's files
+    figures = ["fig1", "fig3", "fig4", "fig5"] if a.figure == "all" else [a.figure]
+    for figure in figures:
+        config = (QUICK if a.quick else FULL)[figure]
+        if a.seeds is not None:
+            config = with_seeds(config, a.seeds)
+        config = noise_from_seed(config, a)
+        reproduce(figure, config, out, data_dir=a.data_dir, plot_only=a.plot_only)
+        print(f"{figure}: table, cells and figures in {out}/{figure}/")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="a whole experiment: DP baseline, every method, table, plot")
+    p.add_argument("experiment", choices=("mnist", "mnist-polluted"))
+    p.add_argument(
+        "--label-polluted-as",
+        type=int,
+        default=None,
+        help="mnist-polluted: the annotator gives non-digits this class (harsher) "
+        "instead of rejecting them",
+    )
+    p.add_argument("--quick", action="store_true", help="a small version (a few minutes)")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--out")
+    add_data_dir(p)
+    add_deterministic_noise(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "reproduce",
+        help="the paper's figures (1, 2 SVHN, 3 pollution, 4 ablations, 5 budgets), resumable",
+    )
+    p.add_argument(
+        "figure",
+        choices=("fig1", "fig2", "fig3", "fig4", "fig5", "all"),
+        help="fig2 is the SVHN path (needs SVHN); all = fig1, fig3, fig4, fig5 (MNIST)",
+    )
+    p.add_argument("--quick", action="store_true", help="a small version of the same shape")
+    p.add_argument("--seeds", type=int, help="seeds (default 1; ≥ 3 for error bars)")
+    p.add_argument("--out", help="default runs/reproduce[-quick]; DP models shared in OUT/dp")
+    p.add_argument(
+        "--plot-only",
+        action="store_true",
+        help="redraw tables and figures from the finished cells, training nothing",
+    )
+    add_data_dir(p)
+    add_deterministic_noise(p)
+    p.set_defaults(func=cmd_reproduce)

@@ -1,0 +1,1 @@
+"""The base layer: errors and warnings, exact nearest neighbours, files written whole."""
