@@ -169,3 +169,33 @@ def test_augmentation_copies_are_averaged_then_clipped_as_one_example(engine):
             want[n] += min(1.0, clip / norm.item()) * g[n]
     for n in want:
         torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-6)
+
+
+def test_chunked_torch_func_engine_gives_the_whole_batch_clipped_sum(monkeypatch):
+    """Batches cut into chunks (to bound memory) clip and sum exactly as one batch."""
+    from dpal.training import dpsgd
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5), torch.nn.Tanh(),
+                                torch.nn.Linear(5, 3))  # fmt: skip
+    x, y = torch.randn(23, 1, 3, 4), torch.randint(0, 3, (23,))
+    whole, norms = dpsgd.clipped_sum_of(model, x, y, 0.5, engine="torch.func")
+    n_params = sum(p.numel() for p in model.parameters())
+    monkeypatch.setattr(dpsgd, "MAX_GRADIENT_ENTRIES", n_params * 4)  # chunks of 4 examples
+    assert dpsgd.examples_per_chunk(model) == 4
+    chunked, chunk_norms = dpsgd.clipped_sum_of(model, x, y, 0.5, engine="torch.func")
+    assert torch.allclose(norms, chunk_norms)
+    for k in whole:
+        assert torch.allclose(whole[k], chunked[k], atol=1e-6)
+
+
+def test_layers_engine_names_the_gradients_of_a_bare_linear_model():
+    """A linear probe's model is one nn.Linear: its gradients are "weight" and "bias"."""
+    torch.manual_seed(0)
+    head = nn.Linear(6, 3)
+    x, y = torch.randn(9, 6), torch.randint(0, 3, (9,))
+    fast, _ = layer_grads.clipped_sum(head, x, y, 0.3)
+    reference, _ = clipped_sum(per_example_gradients(head, x, y), 0.3)
+    assert set(fast) == {"weight", "bias"} == set(reference)
+    for k in fast:
+        assert torch.allclose(fast[k], reference[k], atol=1e-6)

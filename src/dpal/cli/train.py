@@ -25,6 +25,12 @@ def cmd_train(a: argparse.Namespace) -> None:
         config = TrainConfig(
             dataset=a.dataset,
             model=a.model,
+            model_args=_model_args(a.model_args),
+            finetune=a.finetune,
+            image_size=a.image_size,
+            tail_blocks=a.tail_blocks,
+            feature_cache=a.feature_cache,
+            standardize_features=a.standardize_features,
             epochs=TrainConfig.epochs if a.epochs is None else a.epochs,
             batch_size=a.batch_size,
             lr=a.lr,
@@ -46,7 +52,9 @@ def cmd_train(a: argparse.Namespace) -> None:
             linear_probe_epochs=a.linear_probe_epochs,
         )
         out = a.out
-    result = train(config, out, data_dir=a.data_dir, resume=a.resume, progress=not a.quiet)
+    result = train(
+        config, out, data_dir=a.data_dir, resume=a.resume, progress=not a.quiet, device=a.device
+    )
     sigma = f"σ = {result.noise_multiplier:.4f}" if result.noise_multiplier else "non-private"
     print(
         f"test accuracy {result.test_accuracy:.4f} at ε = {result.epsilon:.3f} "
@@ -57,6 +65,19 @@ def cmd_train(a: argparse.Namespace) -> None:
             "  the model's ε is above; the run's total is ε = ∞: --holdout accuracy read "
             "held-out private images without noise (see `dpal ledger`)"
         )
+
+
+def _model_args(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        args = json.loads(text)
+    except json.JSONDecodeError as err:
+        msg = f"--model-args must be a JSON object, e.g. '{{\"width\": 64}}' ({err})."
+        raise DpalError(msg) from None
+    if not isinstance(args, dict):
+        raise DpalError("--model-args must be a JSON object of keyword arguments.")
+    return args
 
 
 def cmd_eval(a: argparse.Namespace) -> None:
@@ -105,7 +126,28 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
 def register(sub: Any) -> None:
     p = sub.add_parser("train", help="DP-SGD training (or --non-private)")
     p.add_argument("--dataset", default="mnist", help="task name, npz:PATH or folder:PATH")
-    p.add_argument("--model", default="cnn-tanh")
+    p.add_argument(
+        "--model",
+        default="cnn-tanh",
+        help="cnn-tanh, cnn-relu, cnn-gn, wrn-16-4; a pretrained backbone (efficientnet-lite0 "
+        "offline; resnet18, resnet50, vit_b_16 from torchvision); or package.module:factory",
+    )
+    p.add_argument("--model-args", help="JSON keyword arguments for a package.module:factory")
+    p.add_argument(
+        "--finetune",
+        choices=("linear-probe", "last-blocks", "full"),
+        help="backbones: train the head on frozen features (default), the last blocks and "
+        "the head, or everything",
+    )
+    p.add_argument("--image-size", type=int, help="backbones: pixels (default: the backbone's)")
+    p.add_argument("--tail-blocks", type=int, default=1, help="last-blocks: how many blocks")
+    p.add_argument("--feature-cache", help="folder for cached features (private data!)")
+    p.add_argument(
+        "--standardize-features",
+        action="store_true",
+        help="centre and scale the head's input with statistics of random-process images (free)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--epsilon", type=float, help="target ε for the whole run (σ calibrated)")
     p.add_argument("--noise-multiplier", type=float, help="σ (ε is then computed)")
     p.add_argument("--non-private", action="store_true", help="no clipping, no noise (ε = ∞)")

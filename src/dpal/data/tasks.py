@@ -4,8 +4,10 @@
 private = the first 40,000 MNIST training images, public pool = the last 20,000 (labels hidden
 until bought), test = the MNIST test set. ``mnist-qmnist`` is the paper's: private = all of
 MNIST's training set, public pool = QMNIST's 50,000 reconstructed test digits.
-``mnist-polluted`` is the pollution experiment offline (§4.3): 30,000 private, a pool of the other
-30,000 digits plus 7,500 CIFAR-10 images (20%), marked invalid in ``Task.public_valid``.
+``cifar10-offline``: private = the first 40,000 CIFAR-10 training images, public pool = the last
+10,000, test = CIFAR-10's test set. ``mnist-polluted`` is the pollution experiment offline
+(§4.3): 30,000 private, a pool of the other 30,000 digits plus 7,500 CIFAR-10 images (20%),
+marked invalid in ``Task.public_valid``.
 
 A user's own data is ``npz:PATH`` (a file, or a folder with ``train.npz`` and optionally
 ``test.npz`` and ``public.npz``) or ``folder:PATH`` (class sub-folders, or ``train/``, ``test/``
@@ -18,6 +20,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -137,17 +140,33 @@ TASKS: dict[str, Callable[..., Task]] = {
     "mnist-polluted": _mnist_polluted,
     "svhn": _builtin("svhn", "train", "test", "extra"),
     "cifar10": _builtin("cifar10", "train", "test", None),
+    # Issue #13's protocol for active learning on a pretrained backbone, offline.
+    "cifar10-offline": _builtin(
+        "cifar10",
+        "train",
+        "test",
+        "train",
+        private_slice=slice(0, 40_000),
+        public_slice=slice(40_000, None),
+    ),
 }
 
 
 def load_task(
-    spec: str, *, data_dir: str | os.PathLike[str] | None = None, download: bool = True
+    spec: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    image_size: int | None = None,
 ) -> Task:
-    """A task by name (``TASKS``) or the user's own data (``npz:PATH`` / ``folder:PATH``)."""
+    """A task by name (``TASKS``) or the user's own data (``npz:PATH`` / ``folder:PATH``).
+
+    ``image_size``: a folder's images, of any sizes and modes, are resized (shorter side) and
+    centre-cropped to ``image_size`` square; without it they must all have one size."""
     if spec.startswith("npz:"):
         return _npz_task(Path(spec[4:]))
     if spec.startswith("folder:"):
-        return _folder_task(Path(spec[7:]))
+        return _folder_task(Path(spec[7:]), image_size)
     if spec not in TASKS:
         raise DpalError(
             f"unknown dataset {spec!r}; choose one of {', '.join(TASKS)}, or give your own data "
@@ -176,19 +195,19 @@ def _npz_task(path: Path) -> Task:
     return _checked(Task(f"npz:{path}", private, optional("test"), optional("public")))
 
 
-def _folder_task(path: Path) -> Task:
+def _folder_task(path: Path, image_size: int | None) -> Task:
     if not path.is_dir():
         raise DpalError(f"folder:{path}: no such folder.")
     if (path / "train").is_dir():
-        private, classes = _read_image_folder(path / "train")
+        private, classes = _read_image_folder(path / "train", image_size=image_size)
 
         def optional(split: str) -> ImageArrays | None:
             d = path / split
-            return _read_image_folder(d, classes)[0] if d.is_dir() else None
+            return _read_image_folder(d, classes, image_size)[0] if d.is_dir() else None
 
         task = Task(f"folder:{path}", private, optional("test"), optional("public"))
     else:
-        task = Task(f"folder:{path}", _read_image_folder(path)[0], None)
+        task = Task(f"folder:{path}", _read_image_folder(path, image_size=image_size)[0], None)
     return _checked(task)
 
 
@@ -202,10 +221,25 @@ def _checked(task: Task) -> Task:
     return task
 
 
+def _square(img: Any, size: int) -> Any:
+    """Shorter side to ``size`` (bicubic, antialiased), then the centre ``size``×``size``."""
+    from PIL import Image
+
+    w, h = img.size
+    scale = size / min(w, h)
+    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))),
+                     Image.Resampling.BICUBIC)  # fmt: skip
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
 def _read_image_folder(
-    root: Path, classes: list[str] | None = None
+    root: Path, classes: list[str] | None = None, image_size: int | None = None
 ) -> tuple[ImageArrays, list[str]]:
-    """Class sub-folders → uint8 arrays (via torchvision's ImageFolder). All images one size."""
+    """Class sub-folders → uint8 arrays (via torchvision's ImageFolder). Images of any size and
+    mode with ``image_size`` (resized, centre-cropped; RGB if any image is in colour), else of
+    one size."""
     from PIL import Image
     from torchvision.datasets import ImageFolder
 
@@ -219,15 +253,20 @@ def _read_image_folder(
         raise DpalError(f"{root}: class folders {folder.classes} differ from training's {classes}.")
     images, labels = [], []
     for file, label in folder.samples:
-        with Image.open(file) as img:
-            gray = img.mode in ("L", "1", "I", "I;16")
-            images.append(np.asarray(img.convert("L" if gray else "RGB"), dtype=np.uint8))
+        with Image.open(file) as opened:
+            gray = opened.mode in ("L", "1", "I", "I;16")
+            img = opened.convert("L" if gray else "RGB")
+            if image_size is not None:
+                img = _square(img, image_size)
+            images.append(np.asarray(img, dtype=np.uint8))
         labels.append(label)
+    if image_size is not None and any(a.ndim == 3 for a in images):  # some in colour: all RGB
+        images = [np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a for a in images]
     shapes = {a.shape for a in images}
     if len(shapes) > 1:
         raise DpalError(
-            f"{root}: images have different sizes or channels {sorted(shapes)}; resize them "
-            "to one size (e.g. 28×28 or 32×32) first."
+            f"{root}: images have different sizes or channels {sorted(shapes)[:4]}; give "
+            "--image-size N to resize and centre-crop them to N×N."
         )
     arrays = ImageArrays.create(
         np.stack(images), np.asarray(labels), num_classes=len(folder.classes), name=str(root)

@@ -26,7 +26,17 @@ class TrainConfig:
     """
 
     dataset: str = "mnist"
+    # A dpal network, a pretrained backbone, or your own as "package.module:factory" with
+    # keyword arguments ``model_args`` (dpal.training.network).
     model: str = "cnn-tanh"
+    model_args: dict[str, Any] | None = None
+    # Backbones: "linear-probe" (default), "last-blocks" (the last ``tail_blocks`` blocks and the
+    # head) or "full"; images resized to ``image_size`` (default: the backbone's own);
+    # frozen-mode features cached in ``feature_cache`` (default ~/.cache/dpal/features).
+    finetune: str | None = None
+    image_size: int | None = None
+    tail_blocks: int = 1
+    feature_cache: str | None = None
     # Defaults: the configuration chosen on a held-out split of MNIST at ε = 3 (docs/RESULTS.md).
     epochs: int = 60
     batch_size: int = 1024
@@ -117,6 +127,8 @@ class TrainConfig:
             )
         if self.holdout < 0:
             raise DpalError(f"--holdout must be ≥ 0, got {self.holdout}.")
+        if self.image_size is not None and not 16 <= self.image_size <= 1024:
+            raise DpalError(f"--image-size must be in [16, 1024] pixels, got {self.image_size}.")
         check_delta(self.delta)
         if not self.private:
             if self.epsilon is not None or self.noise_multiplier is not None:

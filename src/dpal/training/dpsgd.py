@@ -60,6 +60,17 @@ def clipped_sum(per_example: Params, max_grad_norm: float) -> tuple[Params, torc
     return summed, norms
 
 
+# The torch.func engine holds every example's whole gradient at once: a batch of 4,096 for a
+# 1 M-parameter tail would need 16 GiB. Batches are cut into chunks of at most this many
+# gradient entries (1 GiB in float32), like Opacus's BatchMemoryManager.
+MAX_GRADIENT_ENTRIES = 1 << 28
+
+
+def examples_per_chunk(model: nn.Module) -> int:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return max(1, MAX_GRADIENT_ENTRIES // max(1, trainable))
+
+
 def clipped_sum_of(
     model: nn.Module,
     x: torch.Tensor,
@@ -78,6 +89,21 @@ def clipped_sum_of(
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "layers" or (engine == "auto" and layer_grads.supports(model)):
         return layer_grads.clipped_sum(model, x, y, max_grad_norm, copies=copies)
+    chunk = copies * examples_per_chunk(model)
+    if len(x) > chunk:  # exact: each example is clipped alone, so the clipped sums add up
+        parts = [
+            clipped_sum_of(
+                model,
+                x[i : i + chunk],
+                y[i : i + chunk],
+                max_grad_norm,
+                engine="torch.func",
+                copies=copies,
+            )
+            for i in range(0, len(x), chunk)
+        ]
+        summed = {k: torch.stack([p[0][k] for p in parts]).sum(0) for k in parts[0][0]}
+        return summed, torch.cat([p[1] for p in parts])
     per_copy = per_example_gradients(model, x, y)
     if copies > 1:
         per_copy = {k: g.reshape(-1, copies, *g.shape[1:]).mean(1) for k, g in per_copy.items()}

@@ -3,6 +3,8 @@ accuracy, recorded in the ledger as the non-private read it is."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -34,7 +36,12 @@ def accuracy(
 
 
 def holdout_accuracy(
-    model: nn.Module, task: Task, ledger: Ledger, epoch: int, device: str
+    model: nn.Module,
+    task: Task,
+    ledger: Ledger,
+    epoch: int,
+    device: str,
+    inputs: Callable[[ImageArrays], torch.Tensor] | None = None,
 ) -> tuple[float | None, int | None]:
     """Accuracy on the held-out private images, recorded first as what it is: a noiseless
     statistic of private data (ε = ∞). The model never read those images, so the released
@@ -49,4 +56,6 @@ def holdout_accuracy(
         "no noise (for tuning; not DP)",
         output="metrics.jsonl",
     )
-    return accuracy(model, task.validation, device), entry
+    v = task.validation
+    data = (inputs(v), torch.from_numpy(v.y)) if inputs is not None else v
+    return accuracy(model, data, device), entry

@@ -154,8 +154,9 @@ def clipped_sum(
             weight_grad = fD.t() @ first.reshape(-1, first.shape[2])
         else:
             weight_grad = factor @ first.flatten(1)
+        prefix = f"{name}." if name else ""  # "" when the model is the layer itself
         if m.weight.requires_grad:
-            summed[f"{name}.weight"] = weight_grad.reshape(m.weight.shape)
+            summed[f"{prefix}weight"] = weight_grad.reshape(m.weight.shape)
         if m.bias is not None and m.bias.requires_grad:
-            summed[f"{name}.bias"] = factor @ D.sum(1)
+            summed[f"{prefix}bias"] = factor @ D.sum(1)
     return summed, norms

@@ -30,7 +30,6 @@ from tqdm.auto import tqdm
 from dpal.core.errors import DpalError
 from dpal.data.tasks import Task, load_task
 from dpal.models.public_init import load_public_init
-from dpal.models.registry import build_model
 from dpal.models.standardize import standardize_from_random_process
 from dpal.privacy import noise_source
 from dpal.privacy.accounting import steps_per_epoch
@@ -47,6 +46,7 @@ from dpal.training.ema import Ema
 from dpal.training.evaluate import accuracy, holdout_accuracy
 from dpal.training.gradient_rules import gradient_rule
 from dpal.training.lineage import SNAPSHOT_KEY, open_run_ledger, snapshot
+from dpal.training.network import instance_name, network_for
 from dpal.training.run_setup import (
     check_task,
     lineage_epsilon,
@@ -81,11 +81,14 @@ def train(
     resume: str | Path | None = None,
     progress: bool = True,
     device: str = "cpu",
+    model: nn.Module | None = None,
 ) -> TrainResult:
     """Train ``config`` into ``out_dir`` (checkpoints, ledger, metrics); or resume a checkpoint.
 
     When resuming, the checkpoint's own configuration is used; of ``config`` (which may be None)
-    only ``epochs`` is taken: the epoch to continue to.
+    only ``epochs`` is taken: the epoch to continue to. ``model``: your own ``nn.Module`` to
+    train instead of the network ``config.model`` names (``dpal.training.network``); give it
+    again to resume.
     """
     out = Path(out_dir)
     summary0: dict[str, Any] | None = None  # the resumed checkpoint's summary
@@ -102,8 +105,10 @@ def train(
             )
     elif config is None:
         raise DpalError("give a TrainConfig, or a checkpoint to resume.")
+    if model is not None:
+        config = replace(config, model=instance_name(model), model_args=None)
     if task is None:
-        task = load_task(config.dataset, data_dir=data_dir)
+        task = load_task(config.dataset, data_dir=data_dir, image_size=config.image_size)
     task = task.hold_out(config.holdout)
     check_task(config, task)
     try:
@@ -115,10 +120,14 @@ def train(
     torch.manual_seed(config.seed)
     seeds = np.random.SeedSequence(config.seed).generate_state(3)
     augment_gen = torch.Generator().manual_seed(int(seeds[2]))
-    model = build_model(config.model, task.image_shape, task.num_classes)
+    net = network_for(config, task.image_shape, task.num_classes, model=model,
+                      progress=progress, device=device)  # fmt: skip
+    model = net.trainable
     if config.init is not None and rstate is None:  # a resumed run loads its own weights below
         load_public_init(model, config.init, config.model)
-    if config.standardize_features and rstate is None:  # a resumed run's are in its state
+    if (
+        config.standardize_features and rstate is None and net.spec["kind"] == "registry"
+    ):  # a resumed run's are in its state
         standardize_from_random_process(model, task.image_shape, seed=config.seed)
     model = model.to(device)
     sampler_gen = torch.Generator().manual_seed(int(seeds[0]))
@@ -126,7 +135,8 @@ def train(
         deterministic=config.deterministic_noise, seed=int(seeds[1]), device=device
     )
     noise = noise_source.source(config.deterministic_noise) if config.private else ""
-    x, y = (t.to(device) for t in task.private.tensors())
+    x, y = net.inputs(task.private).to(device), torch.from_numpy(task.private.y).to(device)
+    test = (net.inputs(task.test), torch.from_numpy(task.test.y)) if task.test is not None else None
     n = len(x)
 
     if config.private:
@@ -217,8 +227,8 @@ def train(
             lineage.append(entry)
             eps = lineage_epsilon(config, sigma, q, epoch * per_epoch)
             released = ema.model_for_release(model)
-            test_acc = accuracy(released, task.test, device) if task.test is not None else math.nan
-            val_acc, val_entry = holdout_accuracy(released, task, ledger, epoch, device)
+            test_acc = accuracy(released, test, device) if test is not None else math.nan
+            val_acc, val_entry = holdout_accuracy(released, task, ledger, epoch, device, net.inputs)
             summary = {
                 "epoch": epoch,
                 "steps": epoch * per_epoch,
@@ -230,6 +240,7 @@ def train(
                 "ledger_entries": lineage,
                 SNAPSHOT_KEY: snapshot(ledger, [entry]),
                 "config": config.to_dict(),
+                "network": net.spec,
                 "image_shape": list(task.image_shape),
                 "num_classes": task.num_classes,
                 "wall_seconds": time.perf_counter() - started,

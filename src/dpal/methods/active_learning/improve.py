@@ -24,7 +24,6 @@ from dpal.data.arrays import ImageArrays
 from dpal.data.tasks import Task, load_task
 from dpal.labeling.oracle import REJECTED, Oracle
 from dpal.models.embedding import logits_and_embeddings
-from dpal.models.registry import build_model
 from dpal.privacy import noise_source
 from dpal.privacy.ledger import Ledger
 from dpal.privacy.noise_source import numpy_noise_rng
@@ -40,6 +39,7 @@ from dpal.training.checkpoint import RELEASE_FORMAT, load_checkpoint
 from dpal.training.evaluate import accuracy, logits_of
 from dpal.training.finetune import FinetuneConfig, finetune
 from dpal.training.lineage import SNAPSHOT_KEY, open_checked, snapshot
+from dpal.training.network import rebuild_release
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,13 +88,12 @@ class Checkpoint:
         return self.path.resolve().parent.parent
 
 
-def load_released_model(path: str | Path) -> Checkpoint:
+def load_released_model(path: str | Path, *, model: nn.Module | None = None) -> Checkpoint:
+    """A checkpoint's released image classifier, rebuilt from what its summary records
+    (``model``: the architecture, for a run that trained your own ``nn.Module`` instance)."""
     state = load_checkpoint(path)
     s = state["summary"]
-    model = build_model(s["config"]["model"], tuple(s["image_shape"]), s["num_classes"])
-    model.load_state_dict(state["model"])
-    model.eval()
-    return Checkpoint(model, s, Path(path))
+    return Checkpoint(rebuild_release(s, state["model"], model=model), s, Path(path))
 
 
 def lineage_ledger(checkpoint: Checkpoint, path: Path) -> Ledger:
