@@ -14,6 +14,7 @@ Features are computed once (models/features.py) and read from the cache by every
     python scripts/cifar10_backbone.py --phase tune  --out runs/cifar10-backbone
     python scripts/cifar10_backbone.py --phase final --out runs/cifar10-backbone --seeds 0 1
     python scripts/cifar10_backbone.py --phase nonprivate --out runs/cifar10-backbone
+    python scripts/cifar10_backbone.py --phase collect --out runs/cifar10-backbone
 """
 
 from __future__ import annotations
@@ -118,9 +119,34 @@ def nonprivate(out: Path) -> None:
     (out / "nonprivate.json").write_text(json.dumps([row], indent=1))
 
 
+def collect(out: Path, dest: Path) -> None:
+    """Every final, non-private and tuning row into one JSON list; the table as markdown."""
+    import statistics
+
+    rows = []
+    for name in ("nonprivate.json", "final-linear-probe.json", "final-last-blocks.json",
+                 "tuning-linear-probe-round1.json", "tuning-linear-probe-round2.json"):  # fmt: skip
+        if (out / name).exists():
+            rows += json.loads((out / name).read_text())
+    dest.write_text(json.dumps(rows, indent=1) + "\n")
+    print("| arm | ε | seeds | test accuracy (mean ± std) | wall time per run |")
+    print("|---|---|---|---|---|")
+    groups: dict[tuple, list] = {}
+    for r in rows:
+        if r["arm"] != "dp-tune":
+            groups.setdefault((r["arm"], r["epsilon"]), []).append(r)
+    for (arm, eps), rs in groups.items():
+        accs = [100 * r["test_accuracy"] for r in rs]
+        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        seeds = ", ".join(str(r["seed"]) for r in rs)
+        wall = statistics.fmean(r["wall_seconds"] for r in rs)
+        print(f"| {arm} | {eps if eps is not None else '∞'} | {seeds} | "
+              f"{statistics.fmean(accs):.2f} ± {sd:.2f} | {wall:.0f} s |")  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--phase", required=True, choices=("tune", "final", "nonprivate"))
+    p.add_argument("--phase", required=True, choices=("tune", "final", "nonprivate", "collect"))
     p.add_argument("--mode", default="linear-probe", choices=("linear-probe", "last-blocks"))
     p.add_argument("--out", default="runs/cifar10-backbone")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -134,8 +160,10 @@ def main() -> None:
         tune(out, a.mode, a.round)
     elif a.phase == "final":
         final(out, a.mode, a.seeds, a.epsilon, json.loads(a.pick))
-    else:
+    elif a.phase == "nonprivate":
         nonprivate(out)
+    else:
+        collect(out, Path("docs/results/cifar10_backbone.json"))
 
 
 if __name__ == "__main__":

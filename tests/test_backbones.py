@@ -266,3 +266,15 @@ def test_the_command_line_trains_a_backbone_probe_and_eval_reads_it(small_task, 
     summary = torch.load(run / "checkpoints" / "epoch_002.pt", weights_only=True)["summary"]
     assert report["test_accuracy"] == pytest.approx(summary["test_accuracy"])
     assert summary["network"]["finetune"] == "linear-probe"
+
+
+def test_improve_works_on_a_run_that_trained_your_own_module(npz_dataset, tmp_path):
+    from dpal.methods.active_learning.improve import SelectConfig, improve
+    from dpal.training.finetune import FinetuneConfig
+
+    train(_config(dataset=npz_dataset), tmp_path / "run", progress=False, model=UserNet())
+    ckpt = tmp_path / "run" / "checkpoints" / "epoch_002.pt"
+    result = improve(ckpt, tmp_path / "improved", SelectConfig(strategy="margin", n_labeled=30),
+                     FinetuneConfig(epochs=2), model=UserNet())  # fmt: skip
+    assert result.n_labeled == 30 and 0.0 <= result.test_accuracy <= 1.0
+    assert result.epsilon_total == pytest.approx(result.epsilon_dp)  # bought labels: free

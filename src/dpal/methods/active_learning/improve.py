@@ -187,12 +187,14 @@ def select_to_dir(
     *,
     task: Task | None = None,
     data_dir: str | None = None,
+    model: nn.Module | None = None,
 ) -> np.ndarray:
-    """Selection step of an improvement run: ``OUT/selection.json`` and ``OUT/ledger.json``."""
+    """Selection step of an improvement run: ``OUT/selection.json`` and ``OUT/ledger.json``.
+    ``model``: the architecture of a run that trained your own ``nn.Module`` instance."""
     out = Path(out_dir)
     if (out / "ledger.json").exists():
         raise DpalError(f"{out} already holds an improvement run; choose a new --out.")
-    ckpt = load_released_model(checkpoint_path)
+    ckpt = load_released_model(checkpoint_path, model=model)
     task = task or load_task(ckpt.summary["config"]["dataset"], data_dir=data_dir)
     ledger = lineage_ledger(ckpt, out / "ledger.json")
     picked, new_entries = select(ckpt.model, task, config, ledger)
@@ -225,12 +227,13 @@ def finetune_dir(
     *,
     task: Task | None = None,
     data_dir: str | None = None,
+    model: nn.Module | None = None,
 ) -> ImproveResult:
     """Fine-tuning step: the selection's checkpoint, trained on the bought ``{pool_index: label}``
     (``REJECTED`` ones are paid for but not trained on); writes ``model.pt``, ``result.json``."""
     out = Path(out_dir)
     selection = read_selection(out)
-    ckpt = load_released_model(selection["checkpoint"])
+    ckpt = load_released_model(selection["checkpoint"], model=model)
     task = task or load_task(selection["dataset"], data_dir=data_dir)
     if task.public is None:
         raise DpalError(f"task {task.name!r} has no public pool.")
@@ -274,6 +277,7 @@ def improve(
     task: Task | None = None,
     data_dir: str | None = None,
     oracle: Oracle | None = None,
+    model: nn.Module | None = None,
 ) -> ImproveResult:
     """Select ``config.n_labeled`` public points, label them (``oracle``: the pool's true labels
     by default), fine-tune the checkpoint's released model on them, evaluate, record."""
@@ -282,9 +286,8 @@ def improve(
         task = load_task(ckpt_summary["config"]["dataset"], data_dir=data_dir)
     if task.public is None:
         raise DpalError(f"task {task.name!r} has no public pool; use e.g. mnist-offline.")
-    picked = select_to_dir(checkpoint_path, out_dir, config, task=task)
+    picked = select_to_dir(checkpoint_path, out_dir, config, task=task, model=model)
     oracle = oracle or Oracle(task.public.y, task.public_valid)
     labels = dict(zip(picked.tolist(), oracle(picked).tolist(), strict=True))
-    return finetune_dir(
-        out_dir, labels, finetune_config or FinetuneConfig(seed=config.seed), task=task
-    )
+    ft = finetune_config or FinetuneConfig(seed=config.seed)
+    return finetune_dir(out_dir, labels, ft, task=task, model=model)
