@@ -142,7 +142,7 @@ def fit_standardization(
 
 def backbone_network(
     config: Any, image_shape: tuple[int, int, int], num_classes: int, *, progress: bool,
-    device: str
+    device: str, fit_statistics: bool = True
 ) -> Network:  # fmt: skip
     mode = finetune_mode(config)
     if mode != "full" and config.augment != "none":
@@ -159,8 +159,9 @@ def backbone_network(
     head: nn.Module = linear
     if config.standardize_features:  # free: statistics of random-process images only
         standardize = FeatureStandardization(backbone.feature_dim)
-        fit_standardization(standardize, backbone, image_shape, seed=config.seed,
-                            cache_dir=config.feature_cache, device=device)  # fmt: skip
+        if fit_statistics:  # else they come with the weights (a resume, a release)
+            fit_standardization(standardize, backbone, image_shape, seed=config.seed,
+                                cache_dir=config.feature_cache, device=device)  # fmt: skip
         head = nn.Sequential(standardize, linear)
     spec = {"kind": "backbone", "backbone": backbone.name, "finetune": mode,
             "image_size": backbone.image_size, "tail_blocks": config.tail_blocks,
@@ -198,8 +199,10 @@ def network_for(
     model: nn.Module | None = None,
     progress: bool = False,
     device: str = "cpu",
+    fit_statistics: bool = True,
 ) -> Network:
-    """The network ``config`` names (or ``model``, a user's instance), validated."""
+    """The network ``config`` names (or ``model``, a user's instance), validated.
+    ``fit_statistics=False``: weights (and buffers) will be loaded, so none are computed."""
     if model is not None:
         net = Network(model, _images, {"kind": "instance", "class": instance_name(model)})
     elif config.model.startswith(INSTANCE):
@@ -208,7 +211,8 @@ def network_for(
             "same architecture as model= to resume it or to load its release."
         )
     elif is_backbone(config.model):
-        net = backbone_network(config, image_shape, num_classes, progress=progress, device=device)
+        net = backbone_network(config, image_shape, num_classes, progress=progress,
+                               device=device, fit_statistics=fit_statistics)  # fmt: skip
     elif config.model in MODELS:
         finetune_mode(config)  # refuses a frozen mode for a network without a backbone
         net = Network(build_model(config.model, image_shape, num_classes), _images,
@@ -252,6 +256,6 @@ def rebuild_release(
 
     config = TrainConfig.from_dict(summary["config"])
     shape, k = tuple(summary["image_shape"]), summary["num_classes"]
-    net = network_for(config, shape, k, model=model)
+    net = network_for(config, shape, k, model=model, fit_statistics=False)
     net.trainable.load_state_dict(weights)
     return released_classifier(net).eval()

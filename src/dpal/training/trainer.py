@@ -121,7 +121,7 @@ def train(
     seeds = np.random.SeedSequence(config.seed).generate_state(3)
     augment_gen = torch.Generator().manual_seed(int(seeds[2]))
     net = network_for(config, task.image_shape, task.num_classes, model=model,
-                      progress=progress, device=device)  # fmt: skip
+                      progress=progress, device=device, fit_statistics=rstate is None)  # fmt: skip
     model = net.trainable
     if config.init is not None and rstate is None:  # a resumed run loads its own weights below
         load_public_init(model, config.init, config.model)
