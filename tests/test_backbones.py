@@ -241,10 +241,30 @@ def test_a_subset_cut_at_chunk_boundaries_reuses_the_cached_chunks(small_task, t
     images = small_task.private.subset(slice(0, 32))
     whole = cached_features(b, images, cache_dir=tmp_path)["pooled"]
     head = cached_features(b, images.subset(slice(0, 24)), cache_dir=tmp_path)["pooled"]
-    assert computed == [32] and torch.equal(head, whole[:24])
+    assert computed == [8, 8, 8, 8] and torch.equal(head, whole[:24])
     ragged = cached_features(b, images.subset(slice(0, 20)), cache_dir=tmp_path)["pooled"]
-    assert computed == [32, 4]  # only the last, shorter chunk is new
+    assert computed == [8, 8, 8, 8, 4]  # only the last, shorter chunk is new
     assert torch.allclose(ragged, whole[:20], atol=1e-4)
+
+
+def test_an_interrupted_extraction_keeps_its_finished_chunks(small_task, tmp_path, monkeypatch):
+    monkeypatch.setattr(features_mod, "CHUNK", 8)
+    encode, computed = features_mod.encode, []
+
+    def dies_on_the_third_chunk(backbone, images, **kwargs):
+        if len(computed) == 2:
+            raise KeyboardInterrupt
+        computed.append(len(images))
+        return encode(backbone, images, **kwargs)
+
+    monkeypatch.setattr(features_mod, "encode", dies_on_the_third_chunk)
+    b = load_backbone("efficientnet-lite0", image_size=32)
+    images = small_task.private.subset(slice(0, 32))
+    with pytest.raises(KeyboardInterrupt):
+        cached_features(b, images, cache_dir=tmp_path)
+    computed.append(0)  # let the rerun through
+    cached_features(b, images, cache_dir=tmp_path)
+    assert computed == [8, 8, 0, 8, 8]  # the rerun computes only the two chunks not saved
 
 
 def test_the_command_line_trains_a_backbone_probe_and_eval_reads_it(small_task, tmp_path,

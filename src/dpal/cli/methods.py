@@ -21,10 +21,19 @@ def cmd_adamix_run(a: argparse.Namespace) -> None:
         first_seed=a.first_seed,
         projection_rank=a.projection_rank,
         clip_quantile=a.clip_quantile,
+        fewshot_selection=a.fewshot_selection,
+        arms=tuple(a.arms) if a.arms else defaults.arms,
         train=replace(
             defaults.train,
-            **({"epochs": a.epochs} if a.epochs else {}),
-            **({"lr": a.lr} if a.lr else {}),
+            model=a.model,
+            finetune=a.finetune,
+            image_size=a.image_size,
+            feature_cache=a.feature_cache,
+            **{
+                k: v
+                for k in ("epochs", "lr", "batch_size", "ema")
+                if (v := getattr(a, k)) is not None
+            },
             deterministic_noise=a.deterministic_noise,
         ),
     )
@@ -95,6 +104,29 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--epochs", type=int, help="epochs of private fine-tuning (default 5)")
     p.add_argument("--lr", type=float, help="learning rate of every fine-tuning arm (default 4)")
+    p.add_argument("--batch-size", type=int, help="expected batch size q·N (default 1024)")
+    p.add_argument("--ema", type=float, help="EMA decay of the weights (default 0.99; 0 = off)")
+    p.add_argument(
+        "--model",
+        default="cnn-tanh",
+        help="a dpal network, a pretrained backbone (efficientnet-lite0, …) or "
+        "package.module:factory",
+    )
+    p.add_argument(
+        "--finetune",
+        choices=("linear-probe", "last-blocks", "full"),
+        help="backbones: what the private model is (default: a linear head on frozen features)",
+    )
+    p.add_argument("--image-size", type=int, help="backbones: pixels (default: the backbone's)")
+    p.add_argument("--feature-cache", help="folder for cached features (private data!)")
+    p.add_argument(
+        "--fewshot-selection",
+        choices=("random", "diverse-public"),
+        default="random",
+        help="D_pub: per-class random picks (the paper's), or bought with DiversePublic on the "
+        "backbone's embeddings of the public pool",
+    )
+    p.add_argument("--arms", nargs="+", help="a subset of the arms (default: all)")
     p.add_argument("--out")
     add_data_dir(p)
     add_deterministic_noise(p)

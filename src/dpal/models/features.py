@@ -120,16 +120,16 @@ def cached_features(
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not (folder / "README.txt").exists():
             atomic_write_text(folder / "README.txt", CACHE_README)
-        missing = ImageArrays(
-            np.concatenate([images.x[i : i + CHUNK] for i in todo]), images.y[:0], 0, images.name
-        )
-        computed = encode(backbone, missing, parts=parts, device=device, progress=progress)
-        offset = 0
-        for i in todo:
-            n = len(images.x[i : i + CHUNK])
+        bar = tqdm(total=sum(len(images.x[i : i + CHUNK]) for i in todo), unit="img",
+                   desc=f"features {backbone.name}@{backbone.image_size}px {images.name}",
+                   disable=not progress or not sys.stderr.isatty(), dynamic_ncols=True)  # fmt: skip
+        for i in todo:  # chunk by chunk, each saved when done: a killed extraction keeps them
+            chunk = ImageArrays(images.x[i : i + CHUNK], images.y[:0], 0, images.name)
+            computed = encode(backbone, chunk, parts=parts, device=device, progress=False)
             for part, feats in computed.items():
-                _save(paths[i, part], feats[offset : offset + n], backbone, part, images.name)
-            offset += n
+                _save(paths[i, part], feats, backbone, part, images.name)
+            bar.update(len(chunk.x))
+        bar.close()
     if not len(images):
         return {p: torch.zeros(0) for p in parts}
     return {p: torch.cat([torch.from_numpy(np.load(paths[i, p])) for i in starts]).float()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -54,18 +55,29 @@ def finetune(
     config: FinetuneConfig,
     *,
     unlabelled: ImageArrays | None = None,
+    inputs: Callable[[ImageArrays], torch.Tensor] | None = None,
 ) -> nn.Module:
     """A fine-tuned copy of ``model`` (the original is left as it is, and is the teacher when
-    ``config.distill_weight`` > 0, on batches of ``unlabelled`` public images)."""
+    ``config.distill_weight`` > 0, on batches of ``unlabelled`` public images).
+
+    ``inputs``: the network's map from images to its inputs (``Network.inputs``; a frozen
+    backbone's cached features), for a head trained on features; augmentation then has no
+    images to shift and is refused."""
     tuned = copy.deepcopy(model)
     if len(labelled) == 0 or config.epochs == 0:
         return tuned
+    if inputs is not None and config.augment != "none":
+        raise DpalError(
+            f"fine-tuning on backbone features cannot augment images (augment={config.augment!r}); "
+            "use augment='none', or fine-tune the backbone in full."
+        )
+    to_inputs = inputs or (lambda arrays: arrays.tensors()[0])
     distill = config.distill_weight > 0 and unlabelled is not None and len(unlabelled) > 0
     if distill:
         assert unlabelled is not None
-        pool_x, _ = unlabelled.tensors()
+        pool_x = to_inputs(unlabelled)
         model.eval()
-    x, y = labelled.tensors()
+    x, y = to_inputs(labelled), torch.from_numpy(labelled.y)
     gen = torch.Generator().manual_seed(config.seed)
     opt = torch.optim.SGD(
         tuned.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay

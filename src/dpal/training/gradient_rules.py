@@ -15,12 +15,14 @@ A rule maps (model, batch, step) to ``{name: gradient}`` for the trainable param
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dpal.core.errors import DpalError
+from dpal.data.arrays import ImageArrays, load_npz
 from dpal.data.tasks import Task
 from dpal.training.adamix import MixState, adamix_gradient
 from dpal.training.config import TrainConfig
@@ -144,15 +146,18 @@ def gradient_rule(
     expected_batch_size: float,
     generator: torch.Generator,
     total_steps: int,
+    inputs: Callable[[ImageArrays], torch.Tensor] | None = None,
 ) -> NonprivateGradient:
-    """The rule ``config`` asks for (module docstring)."""
+    """The rule ``config`` asks for (module docstring). ``inputs``: the network's map from
+    images to its inputs (``Network.inputs``: cached backbone features for a frozen mode), applied
+    to AdaMix's public images as to the private ones."""
     if not config.private:
         return (
             ClippedNonprivateGradient(config, generator)
             if config.nonprivate_clip
             else (NonprivateGradient())
         )
-    public = public_set(config, task)
+    public = public_set(config, task, inputs)
     if public is not None:
         return AdamixGradient(config, public, noise_multiplier=noise_multiplier,
                               expected_batch_size=expected_batch_size, generator=generator,
@@ -161,16 +166,18 @@ def gradient_rule(
                          expected_batch_size=expected_batch_size, generator=generator)  # fmt: skip
 
 
-def public_set(config: TrainConfig, task: Task) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """AdaMix's labelled public examples, as tensors (public: read freely, never ledgered)."""
+def public_set(
+    config: TrainConfig, task: Task, inputs: Callable[[ImageArrays], torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """AdaMix's labelled public examples as the network's inputs and labels (public: read
+    freely, never ledgered)."""
     if config.public_set is None:
         return None
-    from dpal.data.arrays import load_npz
-
     public = load_npz(config.public_set, name="public set", num_classes=task.num_classes)
     if public.image_shape != task.image_shape:
         raise DpalError(
             f"--public-set {config.public_set} has images of shape {public.image_shape}, the "
             f"private data {task.image_shape}."
         )
-    return public.tensors()
+    x, y = public.tensors()
+    return (inputs(public) if inputs is not None else x), y

@@ -151,7 +151,8 @@ def train(
         per_epoch = math.ceil(n / config.batch_size)
     total_steps = config.epochs * per_epoch
     rule = gradient_rule(config, task, noise_multiplier=sigma, expected_batch_size=q * n,
-                         generator=noise_gen, total_steps=total_steps)  # fmt: skip
+                         generator=noise_gen, total_steps=total_steps,
+                         inputs=net.inputs)  # fmt: skip
 
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
     ema = Ema(model, config.ema)

@@ -33,13 +33,19 @@ from dpal.core.atomic import atomic_write_text
 from dpal.core.errors import DpalError
 from dpal.data.arrays import ImageArrays
 from dpal.data.tasks import Task, load_task
+from dpal.methods.adamix.fewshot import (
+    FEWSHOT_SELECTIONS,
+    embedder,
+    fewshot_config,
+    fewshot_split,
+    train_fewshot,
+)
 from dpal.methods.adamix.tables import ARMS, DP_ARMS, adamix_table, plot_adamix
 from dpal.models.public_init import save_public_init
-from dpal.models.registry import build_model
 from dpal.runs.cells import Cell, run_cells
 from dpal.training.config import TrainConfig
-from dpal.training.evaluate import accuracy
-from dpal.training.finetune import FinetuneConfig, finetune
+from dpal.training.finetune import FinetuneConfig
+from dpal.training.network import network_for
 from dpal.training.trainer import resolve_noise, train
 
 
@@ -67,38 +73,18 @@ class AdamixConfig:
     clip_quantile: float = 0.5
     public_mix: float | str = "inverse-variance"
     public_holdout: int = 5000  # tasks without a public pool: D_pub is drawn from this tail
+    fewshot_selection: str = "random"  # or "diverse-public" (methods/adamix/fewshot.py)
 
     def __post_init__(self) -> None:
         unknown = set(self.arms) - set(ARMS)
         if unknown:
             raise DpalError(f"unknown arms {sorted(unknown)}; choose from {', '.join(ARMS)}.")
+        if self.fewshot_selection not in FEWSHOT_SELECTIONS:
+            choices = ", ".join(FEWSHOT_SELECTIONS)
+            raise DpalError(f"--fewshot-selection must be one of {choices}, got "
+                            f"{self.fewshot_selection!r}.")  # fmt: skip
         if self.public_per_class < 1:
             raise DpalError(f"--public-per-class must be ≥ 1, got {self.public_per_class}.")
-
-
-def fewshot_split(task: Task, per_class: int, seed: int, holdout: int) -> tuple[Task, ImageArrays]:
-    """(the private task, D_pub): ``per_class`` labelled public images of each class."""
-    rng = np.random.default_rng(seed)
-    if task.public is not None:
-        source, private = task.public, task.private
-        valid = np.ones(len(source), bool) if task.public_valid is None else task.public_valid
-    else:  # no public pool: a fixed tail of the training set becomes public, never private
-        if len(task.private) <= holdout:
-            raise DpalError(
-                f"{task.name}: {len(task.private)} training images ≤ holdout {holdout}."
-            )
-        cut = len(task.private) - holdout
-        source = task.private.subset(slice(cut, None), name=f"{task.name} public tail")
-        private = task.private.subset(slice(0, cut))
-        valid = np.ones(len(source), bool)
-    picks = []
-    for k in range(task.num_classes):
-        members = np.flatnonzero((source.y == k) & valid)
-        if len(members) < per_class:
-            raise DpalError(f"class {k} has {len(members)} public images, fewer than {per_class}.")
-        picks.append(rng.choice(members, per_class, replace=False))
-    public = source.subset(np.sort(np.concatenate(picks)), name=f"D_pub ({per_class}/class)")
-    return replace(task, private=private, public=None, public_valid=None), public
 
 
 def run_adamix(
@@ -121,11 +107,14 @@ def run_adamix(
 
 
 def _cells(config: AdamixConfig, full_task: Task, out: Path, progress: bool) -> Iterator[Cell]:
+    embed = None
+    if config.fewshot_selection == "diverse-public":
+        embed = embedder(config.train, full_task, progress=progress)
     for seed in range(config.first_seed, config.first_seed + config.seeds):
         seed_dir = out / f"seed{seed}"
-        task, public = fewshot_split(
-            full_task, config.public_per_class, seed, config.public_holdout
-        )
+        task, public = fewshot_split(full_task, config.public_per_class, seed,
+                                     config.public_holdout, selection=config.fewshot_selection,
+                                     embed=embed)  # fmt: skip
         public_npz, fewshot_pt = seed_dir / "public.npz", seed_dir / "fewshot.pt"
         base = replace(config.train, dataset=task.name, seed=seed)
 
@@ -139,9 +128,8 @@ def _cells(config: AdamixConfig, full_task: Task, out: Path, progress: bool) -> 
             base: TrainConfig = base,
         ) -> tuple[dict[str, Any], dict[str, Any]]:
             np.savez(public_npz, x=public.x, y=public.y)
-            torch.manual_seed(seed)
-            model = build_model(base.model, task.image_shape, task.num_classes)
-            model = finetune(model, public, replace(config.fewshot, seed=seed))
+            model, net, acc = train_fewshot(base, task, public, config.fewshot, seed=seed,
+                                            progress=progress)  # fmt: skip
             save_public_init(
                 fewshot_pt,
                 model,
@@ -151,15 +139,16 @@ def _cells(config: AdamixConfig, full_task: Task, out: Path, progress: bool) -> 
                 with_head=True,  # a model of this very task: AdaMix starts from all of it
                 num_classes=task.num_classes,
             )
-            acc = accuracy(model, task.test) if task.test is not None else float("nan")
             row = {
                 "arm": "public-only",
                 "epsilon_target": 0.0,
                 "epsilon": 0.0,
                 "test_accuracy": acc,
                 "n_public": len(public),
+                "public_classes": len(np.unique(public.y)),
             }
-            return row, {"fewshot": asdict(config.fewshot), "public_set": str(public_npz)}
+            fewshot_used = asdict(fewshot_config(config.fewshot, net, seed))
+            return row, {"fewshot": fewshot_used, "public_set": str(public_npz)}
 
         yield Cell(seed, "public-only", fewshot)
         for eps in config.epsilons:
@@ -252,14 +241,16 @@ def _snr_cell(
         )
         from dpal.models.public_init import load_public_init
 
-        model = build_model(base.model, task.image_shape, task.num_classes)
+        net = network_for(base, task.image_shape, task.num_classes, fit_statistics=False)
+        model = net.trainable
         load_public_init(model, fewshot_pt, base.model)
         eps = min(config.epsilons)
         sigma, q = resolve_noise(replace(base, epsilon=eps), len(task.private))
         gen = torch.Generator().manual_seed(0)
         idx = torch.randperm(len(task.private), generator=gen)[: int(q * len(task.private))]
-        x, y = task.private.subset(idx.numpy()).tensors()
-        px, py = public.tensors()
+        batch = task.private.subset(idx.numpy())
+        x, y = net.inputs(batch), torch.from_numpy(batch.y)
+        px, py = net.inputs(public), torch.from_numpy(public.y)
         kw = dict(clip=base.clip, noise_multiplier=sigma)
         full = signal_to_noise(model, x, y, px, py, rank=0, **kw)
         projected = signal_to_noise(model, x, y, px, py, rank=config.projection_rank, **kw)
