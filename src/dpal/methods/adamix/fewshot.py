@@ -103,12 +103,13 @@ def fewshot_config(fewshot: FinetuneConfig, net: Network, seed: int) -> Finetune
 
 def train_fewshot(
     base: TrainConfig, task: Task, public: ImageArrays, fewshot: FinetuneConfig, *, seed: int,
-    progress: bool = False
+    progress: bool = False, model: nn.Module | None = None
 ) -> tuple[nn.Module, Network, float]:  # fmt: skip
     """The model trained on D_pub alone from the network ``base`` names (a backbone's head from
-    zero), its network, and its test accuracy (nan without a test split)."""
+    zero; ``model``: your own module instead), its network, and its test accuracy (nan without a
+    test split)."""
     torch.manual_seed(seed)
-    net = network_for(base, task.image_shape, task.num_classes, progress=progress)
+    net = network_for(base, task.image_shape, task.num_classes, progress=progress, model=model)
     inputs = net.inputs if frozen_features(net) else None  # else images, augmented as usual
     model = finetune(net.trainable, public, fewshot_config(fewshot, net, seed), inputs=inputs)
     acc = float("nan")

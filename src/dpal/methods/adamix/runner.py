@@ -20,6 +20,7 @@ the projection's effect on the gradient's signal-to-noise ratio at the few-shot 
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from dpal.core.atomic import atomic_write_text
 from dpal.core.errors import DpalError
@@ -45,7 +47,7 @@ from dpal.models.public_init import save_public_init
 from dpal.runs.cells import Cell, run_cells
 from dpal.training.config import TrainConfig
 from dpal.training.finetune import FinetuneConfig
-from dpal.training.network import network_for
+from dpal.training.network import instance_name, network_for
 from dpal.training.trainer import resolve_noise, train
 
 
@@ -94,19 +96,24 @@ def run_adamix(
     data_dir: str | None = None,
     task: Task | None = None,
     progress: bool = True,
+    model: nn.Module | None = None,
 ) -> list[dict[str, Any]]:
+    """Every cell of ``config`` into ``out`` (resumable: finished cells are kept). ``model``: your
+    own ``nn.Module`` instead of ``config.train.model``; each arm trains a fresh copy of it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=1))
     full_task = task or load_task(config.dataset, data_dir=data_dir)
-    rows = run_cells(out, _cells(config, full_task, out, progress), progress=progress)
+    rows = run_cells(out, _cells(config, full_task, out, progress, model), progress=progress)
     atomic_write_text(out / "results.json", json.dumps(rows, indent=1))
     atomic_write_text(out / "results.md", adamix_table(rows))
     plot_adamix(rows, out / "error_increase.png", full_task.name)
     return rows
 
 
-def _cells(config: AdamixConfig, full_task: Task, out: Path, progress: bool) -> Iterator[Cell]:
+def _cells(
+    config: AdamixConfig, full_task: Task, out: Path, progress: bool, user: nn.Module | None
+) -> Iterator[Cell]:
     embed = None
     if config.fewshot_selection == "diverse-public":
         embed = embedder(config.train, full_task, progress=progress)
@@ -129,11 +136,11 @@ def _cells(config: AdamixConfig, full_task: Task, out: Path, progress: bool) -> 
         ) -> tuple[dict[str, Any], dict[str, Any]]:
             np.savez(public_npz, x=public.x, y=public.y)
             model, net, acc = train_fewshot(base, task, public, config.fewshot, seed=seed,
-                                            progress=progress)  # fmt: skip
+                                            progress=progress, model=copy_of(user))  # fmt: skip
             save_public_init(
                 fewshot_pt,
                 model,
-                model_name=base.model,
+                model_name=instance_name(user) if user is not None else base.model,
                 image_shape=task.image_shape,
                 learned_from=f"{public.name}: {len(public)} labelled public images",
                 with_head=True,  # a model of this very task: AdaMix starts from all of it
@@ -157,7 +164,9 @@ def _cells(config: AdamixConfig, full_task: Task, out: Path, progress: bool) -> 
                     tc = _arm_config(
                         config, arm, replace(base, epsilon=eps), fewshot_pt, public_npz
                     )
-                    yield Cell(seed, f"{arm}-eps{eps}", _trainer(arm, eps, tc, task, progress))
+                    yield Cell(
+                        seed, f"{arm}-eps{eps}", _trainer(arm, eps, tc, task, progress, user)
+                    )
         if "non-private" in config.arms:
             both = ImageArrays(
                 np.concatenate([task.private.x, public.x]),
@@ -176,10 +185,15 @@ def _cells(config: AdamixConfig, full_task: Task, out: Path, progress: bool) -> 
             yield Cell(
                 seed,
                 "non-private",
-                _trainer("non-private", None, tc, replace(task, private=both), progress),
+                _trainer("non-private", None, tc, replace(task, private=both), progress, user),
             )
         if "adamix" in config.arms and config.epsilons:
-            yield Cell(seed, "snr", _snr_cell(config, task, public, base, fewshot_pt))
+            yield Cell(seed, "snr", _snr_cell(config, task, public, base, fewshot_pt, user))
+
+
+def copy_of(model: nn.Module | None) -> nn.Module | None:
+    """A fresh copy of the user's module for one arm (each trains its own)."""
+    return copy.deepcopy(model) if model is not None else None
 
 
 def _arm_config(
@@ -204,10 +218,10 @@ def _arm_config(
 
 
 def _trainer(
-    arm: str, eps: float | None, tc: TrainConfig, task: Task, progress: bool
+    arm: str, eps: float | None, tc: TrainConfig, task: Task, progress: bool, user: nn.Module | None
 ) -> Callable[[Path], tuple[dict[str, Any], dict[str, Any]]]:
     def compute(cell_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-        result = train(tc, cell_dir / "run", task=task, progress=progress)
+        result = train(tc, cell_dir / "run", task=task, progress=progress, model=copy_of(user))
         row = {
             "arm": arm,
             "epsilon_target": eps,
@@ -220,7 +234,12 @@ def _trainer(
 
 
 def _snr_cell(
-    config: AdamixConfig, task: Task, public: ImageArrays, base: TrainConfig, fewshot_pt: Path
+    config: AdamixConfig,
+    task: Task,
+    public: ImageArrays,
+    base: TrainConfig,
+    fewshot_pt: Path,
+    user: nn.Module | None,
 ) -> Callable[[Path], tuple[dict[str, Any], dict[str, Any]]]:
     """Signal-to-noise of one private batch's gradient at the few-shot model, with and without
     the projection, at the σ of the smallest ε. A diagnostic that reads private data without
@@ -241,9 +260,10 @@ def _snr_cell(
         )
         from dpal.models.public_init import load_public_init
 
-        net = network_for(base, task.image_shape, task.num_classes, fit_statistics=False)
+        net = network_for(base, task.image_shape, task.num_classes, fit_statistics=False,
+                          model=copy_of(user))  # fmt: skip
         model = net.trainable
-        load_public_init(model, fewshot_pt, base.model)
+        load_public_init(model, fewshot_pt, instance_name(user) if user else base.model)
         eps = min(config.epsilons)
         sigma, q = resolve_noise(replace(base, epsilon=eps), len(task.private))
         gen = torch.Generator().manual_seed(0)
