@@ -246,16 +246,32 @@ def released_classifier(net: Network) -> nn.Module:
     return nn.Sequential(BackboneInput(b.image_size), b.stem, b.tail, head).eval()
 
 
-def rebuild_release(
+def trains_on_features(net: Network) -> bool:
+    """Whether ``net`` trains on cached backbone features (a frozen mode) rather than images."""
+    return net.spec.get("finetune") in ("linear-probe", "last-blocks")
+
+
+def rebuild_network(
     summary: dict[str, Any], weights: dict[str, Any], *, model: nn.Module | None = None
-) -> nn.Module:
-    """The released image classifier of a checkpoint (``summary`` and released ``weights``):
-    the network its summary records (checkpoints before 2026-12-02 record only a registry name,
-    in their config), the weights loaded, in eval mode."""
+) -> Network:
+    """The network of a checkpoint (``summary`` and released ``weights``) as it was trained —
+    its trainable part with the weights loaded, in eval mode, and its inputs (cached features
+    for a frozen backbone): what selection and fine-tuning of a release work on. The network
+    its summary records (checkpoints before 2026-12-02 record only a registry name, in their
+    config)."""
     from dpal.training.config import TrainConfig
 
     config = TrainConfig.from_dict(summary["config"])
     shape, k = tuple(summary["image_shape"]), summary["num_classes"]
     net = network_for(config, shape, k, model=model, fit_statistics=False)
     net.trainable.load_state_dict(weights)
-    return released_classifier(net).eval()
+    net.trainable.eval()
+    return net
+
+
+def rebuild_release(
+    summary: dict[str, Any], weights: dict[str, Any], *, model: nn.Module | None = None
+) -> nn.Module:
+    """The released image classifier of a checkpoint, in eval mode (:func:`rebuild_network`
+    wrapped by :func:`released_classifier`)."""
+    return released_classifier(rebuild_network(summary, weights, model=model)).eval()

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from dpal.core.atomic import atomic_torch_save, atomic_write_text
@@ -23,65 +24,29 @@ from dpal.core.errors import DpalError
 from dpal.data.arrays import ImageArrays
 from dpal.data.tasks import Task, load_task
 from dpal.labeling.oracle import REJECTED, Oracle
-from dpal.models.embedding import logits_and_embeddings
-from dpal.privacy import noise_source
+from dpal.methods.active_learning.select_step import SelectConfig, select
 from dpal.privacy.ledger import Ledger
-from dpal.privacy.noise_source import numpy_noise_rng
-from dpal.selection.near_private import NearPrivateConfig, near_private
-from dpal.selection.scores import uncertainty
-from dpal.selection.strategies import (
-    STRATEGIES,
-    diverse_public,
-    random_selection,
-    top_uncertain,
-)
 from dpal.training.checkpoint import RELEASE_FORMAT, load_checkpoint
-from dpal.training.evaluate import accuracy, logits_of
+from dpal.training.evaluate import accuracy
 from dpal.training.finetune import FinetuneConfig, finetune
 from dpal.training.lineage import SNAPSHOT_KEY, open_checked, snapshot
-from dpal.training.network import rebuild_release
-
-
-@dataclass(frozen=True, kw_only=True)
-class SelectConfig:
-    strategy: str
-    n_labeled: int
-    k: int | None = None  # candidates; default n_labeled + 2000
-    n_each: int = 10
-    n_components: int = 16
-    score: str = "margin"  # uncertainty used by diverse-public and near-private
-    epsilon_pca: float = 0.4
-    epsilon_support: float = 0.6
-    private_selection: str = "threshold"
-    delta: float = 1e-5
-    seed: int = 0
-    # DP-PCA and support-count noise from ``seed`` instead of OS entropy (experiments only:
-    # whoever knows the seed can undo the noise; dpal.privacy.noise_source).
-    deterministic_noise: bool = False
-
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise DpalError(
-                f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}."
-            )
-        if self.n_labeled < 1:
-            raise DpalError(f"--n-labeled must be ≥ 1, got {self.n_labeled}.")
-        if self.strategy == "diverse-public" and self.n_labeled % self.n_each:
-            raise DpalError(
-                f"diverse-public takes n_labeled = n_clusters × n_each: {self.n_labeled} is not a "
-                f"multiple of n_each = {self.n_each}; change --n-labeled or --n-each."
-            )
-
-    @property
-    def candidates(self) -> int:
-        return self.k if self.k is not None else self.n_labeled + 2000
+from dpal.training.network import (
+    Network,
+    rebuild_network,
+    released_classifier,
+    trains_on_features,
+)
 
 
 @dataclass
 class Checkpoint:
+    """``model``: the released image classifier; ``network``: what it was trained as (for a
+    frozen backbone, its head and the cached features it reads), for selection and fine-tuning."""
+
     model: nn.Module
     summary: dict[str, Any]
     path: Path
+    network: Network
 
     @property
     def run_dir(self) -> Path:
@@ -93,7 +58,8 @@ def load_released_model(path: str | Path, *, model: nn.Module | None = None) -> 
     (``model``: the architecture, for a run that trained your own ``nn.Module`` instance)."""
     state = load_checkpoint(path)
     s = state["summary"]
-    return Checkpoint(rebuild_release(s, state["model"], model=model), s, Path(path))
+    net = rebuild_network(s, state["model"], model=model)
+    return Checkpoint(released_classifier(net).eval(), s, Path(path), net)
 
 
 def lineage_ledger(checkpoint: Checkpoint, path: Path) -> Ledger:
@@ -105,58 +71,6 @@ def lineage_ledger(checkpoint: Checkpoint, path: Path) -> Ledger:
     if len(entries) != len(ids):
         raise DpalError(f"{checkpoint.run_dir}/ledger.json lacks entries of {checkpoint.path}.")
     return source.subset_to(path, entries, note=f"from {checkpoint.run_dir.name}")
-
-
-def select(
-    model: nn.Module, task: Task, config: SelectConfig, ledger: Ledger
-) -> tuple[np.ndarray, list[int]]:
-    """Pool indices to label, and the ledger entries (pending) the selection added."""
-    if task.public is None:
-        raise DpalError(f"task {task.name!r} has no public pool to select from.")
-    rng = np.random.default_rng(config.seed)
-    n_pool = len(task.public)
-    if config.strategy == "random":
-        return random_selection(n_pool, config.n_labeled, rng=rng), []
-    pool_x, _ = task.public.tensors()
-    if config.strategy in ("entropy", "margin"):
-        logits = logits_of(model, pool_x).numpy()
-        return top_uncertain(uncertainty(logits, config.strategy), config.n_labeled), []
-    logits_t, emb_t = logits_and_embeddings(model, pool_x)  # one pass over the pool
-    unc, pool_emb = uncertainty(logits_t.numpy(), config.score), emb_t.numpy()
-    if config.strategy == "diverse-public":
-        picked = diverse_public(
-            pool_emb,
-            unc,
-            config.n_labeled,
-            k=config.candidates,
-            n_clusters=config.n_labeled // config.n_each,
-            n_each=config.n_each,
-            n_components=config.n_components,
-            rng=rng,
-        )
-        return picked, []
-    # near-private: reads the private training data (recorded in the ledger)
-    priv_x, _ = task.private.tensors()
-    priv_logits, priv_emb = logits_and_embeddings(model, priv_x)
-    result = near_private(
-        pool_emb,
-        unc,
-        priv_emb.numpy(),
-        uncertainty(priv_logits.numpy(), config.score),
-        config.n_labeled,
-        config=NearPrivateConfig(
-            k=config.candidates,
-            n_components=config.n_components,
-            epsilon_pca=config.epsilon_pca,
-            epsilon_support=config.epsilon_support,
-            delta=config.delta,
-            private_selection=config.private_selection,
-        ),
-        ledger=ledger,
-        rng=numpy_noise_rng(deterministic=config.deterministic_noise, seed=config.seed),
-        noise=noise_source.source(config.deterministic_noise),
-    )
-    return result.indices, list(result.ledger_entries)
 
 
 @dataclass(frozen=True)
@@ -197,7 +111,8 @@ def select_to_dir(
     ckpt = load_released_model(checkpoint_path, model=model)
     task = task or load_task(ckpt.summary["config"]["dataset"], data_dir=data_dir)
     ledger = lineage_ledger(ckpt, out / "ledger.json")
-    picked, new_entries = select(ckpt.model, task, config, ledger)
+    net = ckpt.network
+    picked, new_entries = select(net.trainable, task, config, ledger, inputs=net.inputs)
     payload = {
         "checkpoint": str(Path(checkpoint_path).resolve()),
         "dataset": ckpt.summary["config"]["dataset"],
@@ -245,7 +160,14 @@ def finetune_dir(
     y = np.asarray([labels[i] for i in bought.tolist()], dtype=np.int64)
     keep = y != REJECTED
     data = ImageArrays(task.public.x[bought[keep]], y[keep], task.num_classes, "bought")
-    tuned = finetune(ckpt.model, data, finetune_config, unlabelled=task.public)
+    net = ckpt.network
+    if trains_on_features(net):  # a head on cached features: no images to augment
+        tuned = finetune(net.trainable, data, replace(finetune_config, augment="none"),
+                         unlabelled=task.public, inputs=net.inputs)  # fmt: skip
+        test = (net.inputs(task.test), torch.from_numpy(task.test.y)) if task.test else None
+    else:
+        tuned = finetune(net.trainable, data, finetune_config, unlabelled=task.public)
+        test = task.test.tensors() if task.test is not None else None
     ledger = open_checked(out)  # fine-tuning reads public data only: the selection's ledger
     summary = {**ckpt.summary, SNAPSHOT_KEY: snapshot(ledger, [])}
     release = {"format": RELEASE_FORMAT, "model": tuned.state_dict(), "summary": summary}
@@ -253,7 +175,7 @@ def finetune_dir(
     totals = ledger.totals(delta=ckpt.summary["delta"])
     result = ImproveResult(
         out_dir=out,
-        test_accuracy=accuracy(tuned, task.test) if task.test is not None else math.nan,
+        test_accuracy=accuracy(tuned, test) if test is not None else math.nan,
         start_accuracy=ckpt.summary["test_accuracy"],
         epsilon_dp=ckpt.summary["epsilon"],
         epsilon_total=totals.epsilon_pld,

@@ -31,14 +31,9 @@ from dpal.selection.strategies import diverse_public
 from dpal.training.config import TrainConfig
 from dpal.training.evaluate import accuracy
 from dpal.training.finetune import FinetuneConfig, finetune
-from dpal.training.network import Network, network_for
+from dpal.training.network import Network, network_for, trains_on_features
 
 FEWSHOT_SELECTIONS = ("random", "diverse-public")
-
-
-def frozen_features(net: Network) -> bool:
-    """Whether ``net`` trains on cached backbone features rather than on images."""
-    return net.spec.get("finetune") in ("linear-probe", "last-blocks")
 
 
 def _pool(task: Task, holdout: int) -> tuple[ImageArrays, ImageArrays, np.ndarray]:
@@ -97,7 +92,7 @@ def fewshot_split(
 
 def fewshot_config(fewshot: FinetuneConfig, net: Network, seed: int) -> FinetuneConfig:
     # a head on cached features has no images to shift: the few-shot model trains unaugmented
-    augment = "none" if frozen_features(net) else fewshot.augment
+    augment = "none" if trains_on_features(net) else fewshot.augment
     return replace(fewshot, seed=seed, augment=augment)
 
 
@@ -110,7 +105,7 @@ def train_fewshot(
     test split)."""
     torch.manual_seed(seed)
     net = network_for(base, task.image_shape, task.num_classes, progress=progress, model=model)
-    inputs = net.inputs if frozen_features(net) else None  # else images, augmented as usual
+    inputs = net.inputs if trains_on_features(net) else None  # else images, augmented as usual
     model = finetune(net.trainable, public, fewshot_config(fewshot, net, seed), inputs=inputs)
     acc = float("nan")
     if task.test is not None:
