@@ -4,12 +4,13 @@ few-shot public sets of 1, 5, 10 and 50 images per class, ε ∈ {1, 3, 8}, seed
 Each setting is exactly one command (printed before it runs), e.g.
 
     dpal adamix run --dataset cifar10-offline --model efficientnet-lite0 --image-size 160 \\
-        --public-per-class 10 --epsilon 1 3 8 --seeds 3 --batch-size 4096 --lr 4 --epochs 30 \\
+        --public-per-class 10 --epsilon 1 3 8 --seeds 3 --batch-size 4096 --lr 4 --epochs 10 \\
         --ema 0 --fewshot-selection random --out runs/adamix-backbone/cifar10-offline-k10-random
 
-The DP recipe (batch 4,096, lr 4, 30 epochs, constant, no EMA, clip 1) is the DP linear probe's,
-chosen in issue #13 on a held-out split of CIFAR-10's training set; it is used unchanged for every
-arm, both datasets and every shot count (nothing here is tuned on a test set).
+The DP recipe (batch 4,096, lr 4, 10 epochs, constant, no EMA, clip 1) is the DP linear probe's
+of issue #13, chosen on a held-out split of CIFAR-10's training set, with 10 epochs instead of 30
+for CPU time (on that split: 74.80% against 75.58% at ε = 1); it is used unchanged for every arm,
+both datasets and every shot count (nothing here is tuned on a test set).
 
     python scripts/adamix_backbone.py run --dataset cifar10-offline --shots 1 5 10 50
     python scripts/adamix_backbone.py run --dataset mnist-offline --shots 1 5 10 50
@@ -30,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path("runs/adamix-backbone")
 SIZE = {"cifar10-offline": 160, "mnist-offline": 96}
-RECIPE = ["--batch-size", "4096", "--lr", "4", "--epochs", "30", "--ema", "0"]
+RECIPE = ["--batch-size", "4096", "--lr", "4", "--epochs", "10", "--ema", "0"]
 
 
 def command(

@@ -200,3 +200,47 @@ def test_mixing_weight_counts_the_noise_averaging_over_the_run(setup):
         for t in (1, 10, 1000)
     ]
     assert weights[0] > weights[1] > weights[2] > 0
+
+
+@pytest.mark.parametrize("copies", [1, 3])
+@pytest.mark.parametrize("rank", [0, 8])
+def test_the_layer_path_equals_the_vmap_reference(setup, monkeypatch, copies, rank):
+    """AdaMix's clipped (projected) sum from layer inputs and output gradients equals the one
+    from torch.func per-example gradients, on convolutions and linear layers, with copies."""
+    from dpal.training import adamix, layer_grads
+
+    model, x, y, px, py = setup
+    xk, yk = x.repeat_interleave(copies, 0), y.repeat_interleave(copies)
+    xk = xk + 0.1 * torch.randn_like(xk)
+    assert layer_grads.supports(model)
+    fast = noiseless_projected_sum(model, xk, yk, px, py, rank=rank or 8, clip=0.05, copies=copies)
+    basis = adamix._public_basis(model, px, py, 8) if rank else None
+    fast_sum = adamix._clipped_projected_sum(model, xk, yk, basis, 0.05, copies)
+    monkeypatch.setattr(layer_grads, "supports", lambda _m: False)
+    slow = noiseless_projected_sum(model, xk, yk, px, py, rank=rank or 8, clip=0.05, copies=copies)
+    slow_sum = adamix._clipped_projected_sum(model, xk, yk, basis, 0.05, copies)
+    assert torch.allclose(fast, slow, atol=1e-5, rtol=1e-4)
+    assert torch.allclose(fast_sum, slow_sum, atol=1e-5, rtol=1e-4)
+
+
+def test_per_example_gradients_from_layers_equal_vmap(setup):
+    from dpal.training import layer_grads
+    from dpal.training.dpsgd import per_example_gradients
+
+    model, x, y, _, _ = setup
+    fast, slow = layer_grads.per_example(model, x, y), per_example_gradients(model, x, y)
+    assert list(fast) == list(slow)  # same names, same order: the flat vectors line up
+    for name in slow:
+        assert torch.allclose(fast[name], slow[name], atol=1e-6, rtol=1e-4), name
+
+
+def test_the_gram_subspace_spans_the_top_singular_vectors():
+    torch.manual_seed(0)
+    g = torch.randn(30, 500) * torch.logspace(0, -3, 500)  # a decaying spectrum
+    basis = public_subspace(g, 8)
+    assert torch.allclose(basis.T @ basis, torch.eye(8), atol=1e-5)  # orthonormal
+    _, _, vh = torch.linalg.svd(g, full_matrices=False)
+    top = vh[:8].T
+    assert torch.allclose(basis @ basis.T, top @ top.T, atol=1e-4)  # the same subspace
+    low_rank = torch.randn(30, 3) @ torch.randn(3, 500)  # rank 3 < 8: no directions of noise
+    assert public_subspace(low_rank, 8).shape == (500, 3)

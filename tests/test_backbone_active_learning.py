@@ -49,3 +49,36 @@ def test_improve_selects_on_embeddings_and_tunes_the_head_on_features(probe, str
     moved = (released.network.trainable.weight - start.network.trainable.weight).detach().norm()
     assert float(moved) > 0  # the head was fine-tuned on the bought labels
     assert isinstance(released.model[0], torch.nn.Module) and len(released.model) == 4
+
+
+def test_the_experiment_runner_runs_every_strategy_on_a_backbone_probe(probe, tmp_path):
+    from dataclasses import replace
+
+    from dpal.methods.active_learning.experiment import CIFAR10_OFFLINE, run_experiment
+
+    task, _, root = probe
+    config = replace(
+        CIFAR10_OFFLINE,
+        dataset="bands",
+        train=replace(
+            CIFAR10_OFFLINE.train,
+            image_size=32,
+            epochs=3,
+            batch_size=40,
+            feature_cache=str(root / "cache"),
+            delta=1e-3,
+        ),
+        epsilon_dp=8.0,
+        n_labeled=(20,),
+        extra_candidates=40,
+        n_each=5,
+        near_private_from="final",
+        finetune=FinetuneConfig(augment="none", epochs=10, batch_size=10),
+    )
+    rows = run_experiment(config, tmp_path, task=task, progress=False)
+    methods = [r["method"] for r in rows]
+    assert methods == ["DP baseline", "random", "entropy", "margin", "diverse-public",
+                       "near-private"]  # fmt: skip
+    near = rows[-1]
+    assert near["epsilon_total"] > near["epsilon_dp"]  # DP-PCA and support counts composed
+    assert all(0 <= r["test_accuracy"] <= 1 for r in rows)

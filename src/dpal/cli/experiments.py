@@ -11,13 +11,18 @@ from dpal.cli.common import add_data_dir, add_deterministic_noise, noise_from_se
 
 def cmd_run(a: argparse.Namespace) -> None:
     from dpal.methods.active_learning.experiment import (
+        CIFAR10_OFFLINE,
+        CIFAR10_OFFLINE_QUICK,
         QUICK,
         ExperimentConfig,
         markdown_table,
         run_experiment,
     )
 
-    config = QUICK if a.quick else ExperimentConfig()
+    if a.experiment == "cifar10-offline":
+        config = CIFAR10_OFFLINE_QUICK if a.quick else CIFAR10_OFFLINE
+    else:
+        config = QUICK if a.quick else ExperimentConfig()
     config = replace(config, seeds=a.seeds, label_polluted_as=a.label_polluted_as)
     if a.experiment == "mnist-polluted":
         config = replace(config, dataset="mnist-polluted")
@@ -47,7 +52,11 @@ def cmd_reproduce(a: argparse.Namespace) -> None:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="a whole experiment: DP baseline, every method, table, plot")
-    p.add_argument("experiment", choices=("mnist", "mnist-polluted"))
+    p.add_argument(
+        "experiment",
+        choices=("mnist", "mnist-polluted", "cifar10-offline"),
+        help="cifar10-offline: on a DP linear probe of a pretrained EfficientNet-Lite0",
+    )
     p.add_argument(
         "--label-polluted-as",
         type=int,

@@ -77,6 +77,14 @@ class MixState:
         return self.bias_sq
 
 
+def _per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Params:
+    # From layer inputs and output gradients where every trainable layer is a Linear or a plain
+    # Conv2d (8× faster than vmap on a linear head: layer_grads.per_example), else vmap.
+    if layer_grads.supports(model):
+        return layer_grads.per_example(model, x, y)
+    return per_example_gradients(model, x, y)
+
+
 def _flat(per_example: Params) -> torch.Tensor:
     return torch.cat([g.flatten(1) for g in per_example.values()], dim=1)
 
@@ -106,6 +114,12 @@ def _clipped_projected_sum(
     """
     if copies < 1 or len(x) % copies:
         raise ValueError(f"{len(x)} inputs are not whole groups of {copies} copies per example")
+    if layer_grads.supports(model):  # from layer inputs and output gradients: no vmap
+        if basis is None:
+            summed, _ = layer_grads.clipped_sum(model, x, y, clip, copies=copies)
+            return torch.cat([g.flatten() for g in summed.values()])
+        projected = layer_grads.projected(model, x, y, basis, copies=copies)
+        return (layer_grads.clip_factors(projected.norm(dim=1), clip)[:, None] * projected).sum(0)
     per_example = _flat(per_example_gradients(model, x, y))
     if copies > 1:
         per_example = per_example.reshape(-1, copies, per_example.shape[1]).mean(1)
@@ -116,16 +130,32 @@ def _clipped_projected_sum(
 
 
 def public_subspace(public_grads: torch.Tensor, rank: int) -> torch.Tensor:
-    """d × k orthonormal basis of the top-``rank`` right singular vectors of ``public_grads``."""
-    k = min(rank, *public_grads.shape)
-    _, _, vh = torch.linalg.svd(public_grads, full_matrices=False)
-    return vh[:k].T.contiguous()
+    """d × k orthonormal basis of the top-``rank`` right singular vectors of ``public_grads``
+    (|P| × d).
+
+    With |P| < d (always, in practice), from the eigendecomposition of the |P| × |P| Gram
+    matrix G Gᵀ = W Λ Wᵀ: v_j = Gᵀ w_j / √λ_j — 8× faster than an SVD of G on 2 CPU cores for
+    |P| = 100, d = 12,810 (0.04 against 0.32 s), and an SVD ran at every step. Directions whose
+    singular value is below 10⁻³ of the largest are dropped (they carry no public gradient, and
+    in float32 the Gram matrix's rounding, ≈ 10⁻⁷ of its largest eigenvalue, would make them up),
+    and the basis is re-orthonormalised (QR)."""
+    n, d = public_grads.shape
+    k = min(rank, n, d)
+    if n >= d:
+        _, _, vh = torch.linalg.svd(public_grads, full_matrices=False)
+        return vh[:k].T.contiguous()
+    lam, w = torch.linalg.eigh(public_grads @ public_grads.T)  # ascending
+    lam, w = lam.flip(0)[:k], w.flip(1)[:, :k]
+    keep = lam > (1e-6 * lam[0]).clamp_min(torch.finfo(lam.dtype).tiny)
+    v = public_grads.T @ (w[:, keep] / lam[keep].sqrt())
+    q, r = torch.linalg.qr(v)
+    return (q * torch.sign(torch.diagonal(r))).contiguous()
 
 
 def _public_basis(
     model: nn.Module, public_x: torch.Tensor, public_y: torch.Tensor, rank: int
 ) -> torch.Tensor:
-    return public_subspace(_flat(per_example_gradients(model, public_x, public_y)), rank)
+    return public_subspace(_flat(_per_example(model, public_x, public_y)), rank)
 
 
 def adamix_gradient(
@@ -152,7 +182,7 @@ def adamix_gradient(
     None, a one-step run). ``copies``: augmented versions per example in ``x``, averaged before
     the clip (:func:`_clipped_projected_sum`), so the sensitivity stays C.
     """
-    pub = per_example_gradients(model, public_x, public_y)
+    pub = _per_example(model, public_x, public_y)
     g_pub = _flat(pub)  # |P| × d, public: free
     basis = public_subspace(g_pub, rank) if rank > 0 else None
     proj_pub = g_pub @ basis if basis is not None else g_pub

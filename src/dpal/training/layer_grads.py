@@ -88,17 +88,13 @@ def _positions(m: nn.Module, a: torch.Tensor, d: torch.Tensor, b: int):
     return a.reshape(b, -1, a.shape[-1]), d.reshape(b, -1, d.shape[-1])
 
 
-def clipped_sum(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, max_grad_norm: float, *, copies: int = 1
-) -> tuple[Params, torch.Tensor]:
-    """Σ_i min(1, C/‖g_i‖)·g_i for each parameter, and the per-example norms ‖g_i‖ ``[b]``.
-
-    ``x`` holds ``copies`` augmented versions of each of b examples, example-major
-    (``[b·copies, ...]``, ``y`` likewise); g_i is the gradient of the mean loss over example
-    i's copies. Equal (to float rounding) to ``dpsgd.clipped_sum`` of ``torch.func`` per-example
-    gradients, and to a per-example loop; tested so.
-    """
-    layers = [
+def _forward_backward(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, copies: int
+) -> tuple[list[tuple[str, nn.Linear | nn.Conv2d]], dict[str, torch.Tensor],
+           dict[str, torch.Tensor], torch.Tensor]:  # fmt: skip
+    """One batched forward and backward: each trainable layer's input and the gradient of the
+    summed per-example loss with respect to its output (module docstring), and the logits."""
+    layers: list[tuple[str, nn.Linear | nn.Conv2d]] = [
         (name, m)
         for name, m in model.named_modules()
         if isinstance(m, nn.Linear | nn.Conv2d) and any(p.requires_grad for p in m.parameters())
@@ -123,6 +119,71 @@ def clipped_sum(
     names = [n for n, _ in layers]
     deltas = dict(zip(names, torch.autograd.grad(loss, [outputs[n] for n in names]), strict=True))
 
+    return layers, inputs, deltas, logits
+
+
+def per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Params:
+    """``{name: [b, *param.shape]}``: every example's own gradient, ∇W_i = D_iᵀ A_i, formed
+    from one batched forward and backward — equal to ``dpsgd.per_example_gradients`` (tested)
+    and, for a linear head, 8× faster than its ``vmap`` on 2 CPU cores (4,096 examples of
+    1,280 features: 0.05 against 0.4 s). For AdaMix, which projects the whole gradients."""
+    layers, inputs, deltas, _ = _forward_backward(model, x, y, 1)
+    out: Params = {}
+    for name, m in layers:
+        A, D = _positions(m, inputs[name], deltas[name], len(x))
+        prefix = f"{name}." if name else ""
+        if m.weight.requires_grad:
+            out[f"{prefix}weight"] = torch.bmm(D.transpose(1, 2), A).reshape(
+                len(x), *m.weight.shape
+            )
+        if m.bias is not None and m.bias.requires_grad:
+            out[f"{prefix}bias"] = D.sum(1)
+    return out
+
+
+def projected(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, basis: torch.Tensor, *, copies: int = 1
+) -> torch.Tensor:
+    """``[b, k]``: Uᵀg_i for every example, with ``basis`` U ``[d, k]`` over the parameters in
+    :func:`per_example`'s order and g_i as in :func:`clipped_sum` (the mean over example i's
+    copies). Where a layer is applied once per example (a ``Linear`` on features), g_i is never
+    formed: (Uᵀg_i) = Σ_{o,j} U[(o,j)] D_io A_ij is one product of A with U, then a sum over the
+    outputs — for AdaMix's projection of a linear head, 4,096 × 12,810 gradient entries not
+    written per step. Equal to projecting :func:`per_example` (tested)."""
+    layers, inputs, deltas, _ = _forward_backward(model, x, y, copies)
+    b, k = len(x) // copies, basis.shape[1]
+    out = torch.zeros(b, k, dtype=basis.dtype, device=basis.device)
+    row = 0
+    for name, m in layers:
+        A, D = _positions(m, inputs[name], deltas[name], b)
+        o, kin = D.shape[2], A.shape[2]
+        if m.weight.requires_grad:
+            u = basis[row : row + o * kin].reshape(o, kin, k)
+            row += o * kin
+            if A.shape[1] == 1:
+                au = (A[:, 0] @ u.permute(1, 0, 2).reshape(kin, o * k)).reshape(b, o, k)
+                out += (D[:, 0, :, None] * au).sum(1)
+            else:
+                out += torch.bmm(D.transpose(1, 2), A).flatten(1) @ u.reshape(o * kin, k)
+        if m.bias is not None and m.bias.requires_grad:
+            out += D.sum(1) @ basis[row : row + o]
+            row += o
+    if row != basis.shape[0]:
+        raise ValueError(f"basis has {basis.shape[0]} rows for {row} trainable parameters")
+    return out
+
+
+def clipped_sum(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, max_grad_norm: float, *, copies: int = 1
+) -> tuple[Params, torch.Tensor]:
+    """Σ_i min(1, C/‖g_i‖)·g_i for each parameter, and the per-example norms ‖g_i‖ ``[b]``.
+
+    ``x`` holds ``copies`` augmented versions of each of b examples, example-major
+    (``[b·copies, ...]``, ``y`` likewise); g_i is the gradient of the mean loss over example
+    i's copies. Equal (to float rounding) to ``dpsgd.clipped_sum`` of ``torch.func`` per-example
+    gradients, and to a per-example loop; tested so.
+    """
+    layers, inputs, deltas, logits = _forward_backward(model, x, y, copies)
     b = len(x) // copies
     sq_norms = torch.zeros(b, dtype=logits.dtype, device=logits.device)
     kept: dict[str, tuple[bool, torch.Tensor, torch.Tensor]] = {}

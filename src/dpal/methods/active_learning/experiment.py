@@ -65,6 +65,32 @@ QUICK = ExperimentConfig(
     finetune=FinetuneConfig(epochs=20),
 )
 
+# Issue #13's protocol on a pretrained backbone: the DP model is a DP linear probe of
+# EfficientNet-Lite0 at 160 px (the probe's recipe, chosen on a held-out split of CIFAR-10's
+# training set: docs/RESULTS.md), and the bought labels fine-tune its head on the cached features.
+CIFAR10_OFFLINE = ExperimentConfig(
+    dataset="cifar10-offline",
+    train=TrainConfig(
+        dataset="cifar10-offline",
+        model="efficientnet-lite0",
+        finetune="linear-probe",
+        image_size=160,
+        batch_size=4096,
+        lr=4.0,
+        epochs=30,
+        ema=0.0,
+        epsilon=3.2,
+    ),
+    n_labeled=(500, 1000, 2000, 4000),
+    finetune=FinetuneConfig(augment="none"),
+)
+CIFAR10_OFFLINE_QUICK = replace(
+    CIFAR10_OFFLINE,
+    train=replace(CIFAR10_OFFLINE.train, epochs=5),
+    n_labeled=(500,),
+    finetune=FinetuneConfig(augment="none", epochs=20),
+)
+
 ROW_KEYS = (
     "test_accuracy",
     "epsilon_dp",
