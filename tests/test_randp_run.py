@@ -112,3 +112,33 @@ def test_cli_passes_phase_i_steps_arms_seeds_and_standardisation(monkeypatch, tm
     assert not off.resolved()[1].standardize_features
     assert default.prior is None and default.train is None  # the recipe's, untouched
     assert default.resolved()[0].steps == RECIPES["cpu"].prior.steps
+
+
+def test_dp_randp_learns_its_prior_on_your_own_module(tmp_path, color_task):
+    import torch
+    from torch import nn
+
+    class Mine(nn.Module):  # no embed(), no feature_dim: its last Linear's input is used
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.GroupNorm(2, 4),
+                                      nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())  # fmt: skip
+            self.out = nn.Linear(16, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(self.body(x))
+
+    mine = Mine()
+    before = {k: v.clone() for k, v in mine.state_dict().items()}
+    recipe = RECIPES["cpu"]
+    config = RandpConfig(dataset="synthetic-rgb", epsilons=(8.0,), arms=("dp-randp",),
+                         prior=replace(recipe.prior, steps=3, batch_size=16, pool=32),
+                         train=replace(recipe.train, epochs=2, linear_probe_epochs=1,
+                                       batch_size=50, standardize_features=False))  # fmt: skip
+    (row,) = run_randp(config, tmp_path, task=color_task, progress=False, model=mine)
+    assert row["epsilon"] <= 8.0 + 1e-6
+    prior = torch.load(tmp_path / "prior" / "seed0.pt", weights_only=True)
+    assert prior["model"].startswith("instance:") and "out.weight" not in prior["state"]
+    moved = (prior["state"]["body.0.weight"] - before["body.0.weight"]).norm()
+    assert float(moved) > 0  # phase I trained the body on random-process images
+    assert all(torch.equal(v, mine.state_dict()[k]) for k, v in before.items())  # copies train

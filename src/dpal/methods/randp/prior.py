@@ -30,7 +30,7 @@ from torch import nn
 
 from dpal.core.errors import DpalError
 from dpal.data.random_process import KINDS, stream_images
-from dpal.models.public_init import save_public_init
+from dpal.models.public_init import head_name, save_public_init
 from dpal.models.registry import build_model
 
 
@@ -175,19 +175,43 @@ class Projector(nn.Module):
         return F.normalize(self.head(self.backbone.embed(x)), dim=1)
 
 
-def learn_prior(config: PriorConfig, out: str | Path, *, progress: bool = False) -> dict[str, Any]:
-    """Train ``config.model`` on streamed random-process images; save the weights of every layer
+class LastLinearInput(nn.Module):
+    """Any classifier ending in an ``nn.Linear`` as an embedder: ``embed(x)`` is what that layer
+    receives (differentiable, unlike ``models.embedding``), ``feature_dim`` its width."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        last = model.get_submodule(head_name(model))
+        assert isinstance(last, nn.Linear)
+        self.last, self.feature_dim = last, last.in_features
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        captured: list[torch.Tensor] = []
+        handle = self.last.register_forward_pre_hook(lambda _m, inp: captured.append(inp[0]))
+        try:
+            self.model(x)
+        finally:
+            handle.remove()
+        return captured[0].flatten(1)
+
+
+def learn_prior(
+    config: PriorConfig, out: str | Path, *, progress: bool = False, model: nn.Module | None = None
+) -> dict[str, Any]:
+    """Train ``config.model`` (or ``model``, your own classifier: its last ``nn.Linear``'s input
+    is the representation) on streamed random-process images; save the weights of every layer
     but its classifier head to ``out`` (a ``.pt`` file loadable with ``TrainConfig.init``)."""
     torch.manual_seed(config.seed)
     shape = (config.channels, config.size, config.size)
-    backbone: Any = build_model(config.model, shape, 10)
+    backbone: Any = model if model is not None else build_model(config.model, shape, 10)
     if not hasattr(backbone, "embed") or not hasattr(backbone, "feature_dim"):
-        raise DpalError(
-            f"model {config.model!r} has no embed()/feature_dim; use cnn-gn or wrn-16-4."
-        )
+        backbone = LastLinearInput(backbone)  # e.g. a user's own module
     net = Projector(backbone, int(backbone.feature_dim), config.projection_dim)
+    target = backbone.model if isinstance(backbone, LastLinearInput) else backbone
+    head = {id(p) for p in target.get_submodule(head_name(target)).parameters()}
     opt = torch.optim.SGD(
-        [p for n, p in net.named_parameters() if not n.startswith("backbone.classifier.")],
+        [p for p in net.parameters() if id(p) not in head],  # the head is not part of a prior
         lr=config.lr,
         momentum=config.momentum,
         weight_decay=config.weight_decay,
@@ -226,7 +250,7 @@ def learn_prior(config: PriorConfig, out: str | Path, *, progress: bool = False)
                 )
     return save_public_init(
         out,
-        backbone,
+        target,
         model_name=config.model,
         image_shape=shape,
         learned_from=f"{config.steps * config.batch_size} views of "

@@ -15,12 +15,15 @@ cores; ``full`` — the paper's scale (WRN-16-4, batch 4096, augmentation multip
 
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from torch import nn
 
 from dpal.core.atomic import atomic_write_text
 from dpal.core.errors import DpalError
@@ -29,6 +32,7 @@ from dpal.methods.randp.prior import PriorConfig, learn_prior
 from dpal.runs.cells import Cell, run_cells
 from dpal.training.checkpoint import list_checkpoints
 from dpal.training.config import TrainConfig
+from dpal.training.network import instance_name
 from dpal.training.trainer import train
 
 ARMS = ("dp-randp", "dp-scratch", "non-private")
@@ -108,7 +112,10 @@ def run_randp(
     task: Task | None = None,
     device: str = "cpu",
     progress: bool = True,
+    model: nn.Module | None = None,
 ) -> list[dict[str, Any]]:
+    """Every cell of ``config`` into ``out`` (resumable). ``model``: your own ``nn.Module``
+    instead of the recipe's network; the prior and each arm train fresh copies of it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=1))
@@ -117,7 +124,8 @@ def run_randp(
     c, h, w = task.image_shape
     if h != w:
         raise DpalError(f"DP-RandP needs square images, {task.name} has {h}×{w}.")
-    prior_config = replace(prior_config, size=h, channels=c, model=train_config.model)
+    name = instance_name(model) if model is not None else train_config.model
+    prior_config = replace(prior_config, size=h, channels=c, model=name)
 
     def cells() -> Iterator[Cell]:
         for seed in range(config.first_seed, config.first_seed + config.seeds):
@@ -139,6 +147,7 @@ def run_randp(
                             task,
                             device,
                             progress,
+                            model,
                         ),
                     )
 
@@ -159,11 +168,12 @@ def _arm(
     task: Task,
     device: str,
     progress: bool,
+    model: nn.Module | None = None,
 ) -> Callable[[Path], tuple[dict[str, Any], dict[str, Any]]]:
     def compute(cell_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         tc = replace(train_config, dataset=task.name, seed=seed, epsilon=eps)
         if arm == "dp-randp":
-            _ensure_prior(replace(prior_config, seed=seed), prior_path, progress)
+            _ensure_prior(replace(prior_config, seed=seed), prior_path, progress, model)
             tc = replace(tc, init=str(prior_path))
         elif arm == "dp-scratch":
             tc = replace(tc, linear_probe_epochs=0)
@@ -177,7 +187,8 @@ def _arm(
                 nonprivate_clip=True,  # same update rule and lr as the DP arms, without noise
             )
         run_dir = cell_dir / "run"
-        result = train(tc, run_dir, task=task, progress=progress, device=device)
+        fresh = copy.deepcopy(model) if model is not None else None
+        result = train(tc, run_dir, task=task, progress=progress, device=device, model=fresh)
         final = list_checkpoints(run_dir)[-1]
         row = {
             "arm": arm,
@@ -197,7 +208,9 @@ def _arm(
     return compute
 
 
-def _ensure_prior(config: PriorConfig, path: Path, progress: bool) -> None:
+def _ensure_prior(
+    config: PriorConfig, path: Path, progress: bool, model: nn.Module | None = None
+) -> None:
     """Phase I (random-process images only, no ledger), once per seed; a prior already on disk
     is reused only if it was learned with the same configuration."""
     if path.exists():
@@ -210,7 +223,8 @@ def _ensure_prior(config: PriorConfig, path: Path, progress: bool) -> None:
                 "use a new --out folder, or delete that file to learn it again."
             )
         return
-    learn_prior(config, path, progress=progress)
+    fresh = copy.deepcopy(model) if model is not None else None
+    learn_prior(config, path, progress=progress, model=fresh)
 
 
 def randp_table(rows: list[dict[str, Any]]) -> str:
