@@ -268,8 +268,9 @@ def _snr_cell(
         sigma, q = resolve_noise(replace(base, epsilon=eps), len(task.private))
         gen = torch.Generator().manual_seed(0)
         idx = torch.randperm(len(task.private), generator=gen)[: int(q * len(task.private))]
-        batch = task.private.subset(idx.numpy())
-        x, y = net.inputs(batch), torch.from_numpy(batch.y)
+        # inputs of the whole set, then the batch: a frozen backbone's are cached for the whole
+        # set, and a random subset's bytes would miss the cache (4,096 images encoded again)
+        x, y = net.inputs(task.private)[idx], torch.from_numpy(task.private.y)[idx]
         px, py = net.inputs(public), torch.from_numpy(public.y)
         kw = dict(clip=base.clip, noise_multiplier=sigma)
         full = signal_to_noise(model, x, y, px, py, rank=0, **kw)
