@@ -59,10 +59,11 @@ def run(a: argparse.Namespace) -> None:
 
 def collect(a: argparse.Namespace) -> None:
     rows = []
-    for results in sorted(ROOT.glob("*/results.json")):
-        dataset, rest = results.parent.name.split("-k", 1)
+    for folder in sorted(p for p in ROOT.iterdir() if p.is_dir()):
+        dataset, rest = folder.name.split("-k", 1)
         shots, selection = rest.split("-", 1)
-        cells = json.loads(results.read_text())
+        # finished cells only (a setting still running contributes what it has)
+        cells = [json.loads(c.read_text())["row"] for c in sorted(folder.glob("seed*/*/cell.json"))]
         np_err = {r["seed"]: 1 - r["test_accuracy"] for r in cells if r["arm"] == "non-private"}
         for r in cells:
             row = {"dataset": dataset, "model": "efficientnet-lite0 linear head",
@@ -80,6 +81,56 @@ def collect(a: argparse.Namespace) -> None:
             rows.append(row)
     Path(a.json).write_text(json.dumps(rows, indent=1) + "\n")
     print(f"{len(rows)} rows → {a.json}")
+    print(markdown(rows))
+
+
+def markdown(rows: list[dict]) -> str:
+    """Per dataset and few-shot selection: accuracy (mean ± std over seeds) and the paper's error
+    increase over the non-private model, per arm, ε and shots."""
+    import statistics
+
+    out = []
+    keys = sorted({(r["dataset"], r["fewshot_selection"]) for r in rows})
+    for dataset, selection in keys:
+        mine = [r for r in rows if (r["dataset"], r["fewshot_selection"]) == (dataset, selection)]
+        shots = sorted({r["shots"] for r in mine})
+        out += [f"\n**{dataset}, D_pub {selection}** — test accuracy % (error increase)\n",
+                "| arm | ε | " + " | ".join(f"{k}/class" for k in shots) + " |",
+                "|---|---|" + "---|" * len(shots)]  # fmt: skip
+        arms = [a for a in ("public-only", "dp-finetune", "adamix", "adamix-no-projection",
+                            "adamix-no-adaptive-clip", "adamix-no-mixing", "non-private")
+                if any(r["arm"] == a for r in mine)]  # fmt: skip
+        for arm in arms:
+            for eps in sorted({r["epsilon"] for r in mine if r["arm"] == arm}, key=str):
+                cells = []
+                for k in shots:
+                    rs = [r for r in mine if (r["arm"], r["epsilon"], r["shots"]) == (arm, eps, k)]
+                    if not rs:
+                        cells.append("–")
+                        continue
+                    acc = [100 * r["test_accuracy"] for r in rs]
+                    sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
+                    inc = [r["error_increase"] for r in rs if "error_increase" in r]
+                    tail = (
+                        f" ({100 * statistics.fmean(inc):+.0f}%)"
+                        if inc and arm != "non-private"
+                        else ""
+                    )
+                    cells.append(f"{statistics.fmean(acc):.2f} ± {sd:.2f}{tail} [{len(rs)}]")
+                label = "∞" if eps is None else ("–" if eps == 0 else f"{eps:g}")
+                out.append(f"| {arm} | {label} | " + " | ".join(cells) + " |")
+        snr = [r for r in mine if r["arm"] == "snr"]
+        for k in shots:
+            sk = [r for r in snr if r["shots"] == k]
+            if sk:
+                f = statistics.fmean
+                out.append(f"\nSNR at the few-shot model, {k}/class, ε = 1: "
+                           f"{f(r['snr_full'] for r in sk):.3f} without projection, "
+                           f"{f(r['snr_projected'] for r in sk):.2f} with it; the public top-k "
+                           f"subspace holds {100 * f(r['captured'] for r in sk):.1f}% of the "
+                           f"private mean clipped gradient (k = {sk[0]['rank']}, "
+                           f"{len(sk)} seeds).")  # fmt: skip
+    return "\n".join(out)
 
 
 def main() -> None:

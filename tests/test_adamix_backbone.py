@@ -12,7 +12,7 @@ from dpal.cli import main
 from dpal.core.errors import DpalError
 from dpal.data.tasks import Task
 from dpal.methods.adamix.fewshot import embedder, fewshot_split
-from dpal.methods.adamix.runner import ARMS, AdamixConfig, run_adamix
+from dpal.methods.adamix.runner import AdamixConfig, run_adamix
 from dpal.privacy.ledger import Ledger
 from dpal.training.config import TrainConfig
 from dpal.training.finetune import FinetuneConfig, finetune
@@ -34,11 +34,12 @@ def _probe(tmp_path, **kw) -> TrainConfig:
 
 
 def test_every_arm_runs_on_a_linear_head_over_frozen_features(task, tmp_path):
-    config = AdamixConfig(dataset="bands", public_per_class=3, epsilons=(8.0,),
+    arms = ("public-only", "dp-finetune", "adamix", "non-private")  # the rest: test_adamix_run
+    config = AdamixConfig(dataset="bands", public_per_class=3, epsilons=(8.0,), arms=arms,
                           fewshot=FinetuneConfig(epochs=20, batch_size=12, lr=0.05),
                           train=_probe(tmp_path), projection_rank=4)  # fmt: skip
     rows = run_adamix(config, tmp_path / "out", task=task, progress=False)
-    assert [r["arm"] for r in rows] == [*ARMS, "snr"]
+    assert [r["arm"] for r in rows] == [*arms, "snr"]
     by_arm = {r["arm"]: r for r in rows}
     assert by_arm["public-only"]["test_accuracy"] > 0.25 + 0.1  # 4 classes: it learned
     assert by_arm["adamix"]["epsilon"] <= 8.0 + 1e-6
@@ -91,9 +92,9 @@ def test_the_command_line_runs_adamix_on_a_backbone(task, tmp_path, monkeypatch,
     monkeypatch.setattr(runner, "load_task", lambda *a, **k: task)
     main(["adamix", "run", "--dataset", "bands", "--model", "efficientnet-lite0",
           "--image-size", "32", "--public-per-class", "2", "--epsilon", "8",
-          "--arms", "public-only", "dp-finetune", "adamix", "--epochs", "1", "--batch-size", "40",
+          "--arms", "public-only", "adamix", "--epochs", "1", "--batch-size", "40",
           "--ema", "0", "--feature-cache", str(tmp_path / "cache"),
           "--fewshot-selection", "diverse-public", "--out", str(tmp_path / "cli")])  # fmt: skip
     rows = json.loads((tmp_path / "cli" / "results.json").read_text())
-    assert {r["arm"] for r in rows} == {"public-only", "dp-finetune", "adamix", "snr"}
+    assert {r["arm"] for r in rows} == {"public-only", "adamix", "snr"}
     assert "| adamix | 8 |" in capsys.readouterr().out

@@ -90,12 +90,12 @@ def test_adamix_trains_your_own_module(tmp_path, task):
     user = make_user_net(width=4, num_classes=10)
     before = {k: v.clone() for k, v in user.state_dict().items()}
     config = AdamixConfig(dataset="synthetic", public_per_class=2, epsilons=(8.0,),
-                          arms=("public-only", "dp-finetune", "adamix"),
+                          arms=("public-only", "adamix"),
                           fewshot=FinetuneConfig(epochs=3, batch_size=10),
                           train=TrainConfig(epochs=1, batch_size=50, lr=0.5, epsilon=1.0),
                           projection_rank=4)  # fmt: skip
     rows = run_adamix(config, tmp_path, task=task, progress=False, model=user)
-    assert [r["arm"] for r in rows] == ["public-only", "dp-finetune", "adamix", "snr"]
+    assert [r["arm"] for r in rows] == ["public-only", "adamix", "snr"]
     run = json.loads((tmp_path / "seed0" / "adamix-eps8.0" / "run" / "run.json").read_text())
     assert run["config"]["model"].startswith("instance:tests.test_backbones")
     assert all(torch.equal(v, user.state_dict()[k]) for k, v in before.items())  # copies train

@@ -51,7 +51,7 @@ def test_improve_selects_on_embeddings_and_tunes_the_head_on_features(probe, str
     assert isinstance(released.model[0], torch.nn.Module) and len(released.model) == 4
 
 
-def test_the_experiment_runner_runs_every_strategy_on_a_backbone_probe(probe, tmp_path):
+def test_the_experiment_runner_runs_on_a_backbone_probe(probe, tmp_path):
     from dataclasses import replace
 
     from dpal.methods.active_learning.experiment import CIFAR10_OFFLINE, run_experiment
@@ -73,12 +73,12 @@ def test_the_experiment_runner_runs_every_strategy_on_a_backbone_probe(probe, tm
         extra_candidates=40,
         n_each=5,
         near_private_from="final",
+        methods=("random", "near-private"),  # every strategy on features: the test above
         finetune=FinetuneConfig(augment="none", epochs=10, batch_size=10),
     )
     rows = run_experiment(config, tmp_path, task=task, progress=False)
     methods = [r["method"] for r in rows]
-    assert methods == ["DP baseline", "random", "entropy", "margin", "diverse-public",
-                       "near-private"]  # fmt: skip
+    assert methods == ["DP baseline", "random", "near-private"]
     near = rows[-1]
     assert near["epsilon_total"] > near["epsilon_dp"]  # DP-PCA and support counts composed
     assert all(0 <= r["test_accuracy"] <= 1 for r in rows)
