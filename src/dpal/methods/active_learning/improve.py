@@ -164,7 +164,11 @@ def finetune_dir(
     if trains_on_features(net):  # a head on cached features: no images to augment
         tuned = finetune(net.trainable, data, replace(finetune_config, augment="none"),
                          unlabelled=task.public, inputs=net.inputs)  # fmt: skip
-        test = (net.inputs(task.test), torch.from_numpy(task.test.y)) if task.test else None
+        test = (
+            (net.inputs(task.test), torch.from_numpy(task.test.y))
+            if task.test is not None
+            else None
+        )
     else:
         tuned = finetune(net.trainable, data, finetune_config, unlabelled=task.public)
         test = task.test.tensors() if task.test is not None else None
