@@ -215,6 +215,15 @@ MUTATIONS = (
         "src/dpal/training/adamix.py",
         "    if copies > 1:\n        per_example = per_example.reshape(",
         "    if False:\n        per_example = per_example.reshape(",
+        # the torch.func path (models the per-layer engine does not cover); its reference test
+        ("tests/test_adamix.py::test_the_layer_path_equals_the_vmap_reference",),
+    ),
+    Mutation(
+        "adamix-copies-clipped-apart-layers",
+        "AdaMix's per-layer path projects and clips each augmented copy on its own",
+        "src/dpal/training/layer_grads.py",
+        "    b, k = len(x) // copies, basis.shape[1]",
+        "    b, k = len(x), basis.shape[1]",
         ("tests/test_adamix.py::test_augmented_copies_are_averaged_before_the_clip",),
     ),
     Mutation(

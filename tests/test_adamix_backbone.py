@@ -34,7 +34,7 @@ def _probe(tmp_path, **kw) -> TrainConfig:
 
 
 def test_every_arm_runs_on_a_linear_head_over_frozen_features(task, tmp_path):
-    arms = ("public-only", "dp-finetune", "adamix", "non-private")  # the rest: test_adamix_run
+    arms = ("public-only", "adamix")  # the rest: test_adamix_run; DP-SGD on features: backbones
     config = AdamixConfig(dataset="bands", public_per_class=3, epsilons=(8.0,), arms=arms,
                           fewshot=FinetuneConfig(epochs=20, batch_size=12, lr=0.05),
                           train=_probe(tmp_path), projection_rank=4)  # fmt: skip
@@ -86,6 +86,7 @@ def test_fine_tuning_on_features_refuses_augmentation(task):
                  inputs=lambda a: torch.zeros(len(a), 1280))  # fmt: skip
 
 
+@pytest.mark.slow  # the options reach the runner: the API test above covers the mechanism
 def test_the_command_line_runs_adamix_on_a_backbone(task, tmp_path, monkeypatch, capsys):
     import dpal.methods.adamix.runner as runner
 

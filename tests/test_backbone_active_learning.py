@@ -51,6 +51,7 @@ def test_improve_selects_on_embeddings_and_tunes_the_head_on_features(probe, str
     assert isinstance(released.model[0], torch.nn.Module) and len(released.model) == 4
 
 
+@pytest.mark.slow  # improve on features is tested above; this is the experiment's wiring
 def test_the_experiment_runner_runs_on_a_backbone_probe(probe, tmp_path):
     from dataclasses import replace
 
