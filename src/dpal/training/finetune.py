@@ -15,6 +15,7 @@ from torch import nn
 from dpal.core.errors import DpalError
 from dpal.data.arrays import ImageArrays
 from dpal.training.augment import augment_copies
+from dpal.training.network import image_inputs
 from dpal.training.sampling import shuffled_batches
 
 
@@ -71,7 +72,7 @@ def finetune(
             f"fine-tuning on backbone features cannot augment images (augment={config.augment!r}); "
             "use augment='none', or fine-tune the backbone in full."
         )
-    to_inputs = inputs or (lambda arrays: arrays.tensors()[0])
+    to_inputs = inputs or image_inputs
     distill = config.distill_weight > 0 and unlabelled is not None and len(unlabelled) > 0
     if distill:
         assert unlabelled is not None

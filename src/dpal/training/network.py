@@ -91,7 +91,8 @@ def finetune_mode(config: Any) -> str:
     return mode
 
 
-def _images(arrays: ImageArrays) -> torch.Tensor:
+def image_inputs(arrays: ImageArrays) -> torch.Tensor:
+    """A set of images as a network takes them (``ImageArrays.tensors``: [-1, 1])."""
     return arrays.tensors()[0]
 
 
@@ -188,7 +189,7 @@ def backbone_network(
     trainable = nn.Sequential(
         BackboneInput(backbone.image_size), backbone.stem, backbone.tail, head
     )
-    return Network(trainable, _images, spec, backbone)
+    return Network(trainable, image_inputs, spec, backbone)
 
 
 def network_for(
@@ -204,7 +205,7 @@ def network_for(
     """The network ``config`` names (or ``model``, a user's instance), validated.
     ``fit_statistics=False``: weights (and buffers) will be loaded, so none are computed."""
     if model is not None:
-        net = Network(model, _images, {"kind": "instance", "class": instance_name(model)})
+        net = Network(model, image_inputs, {"kind": "instance", "class": instance_name(model)})
     elif config.model.startswith(INSTANCE):
         raise DpalError(
             f"this run trained your own nn.Module ({config.model[len(INSTANCE) :]}); pass the "
@@ -215,12 +216,12 @@ def network_for(
                                device=device, fit_statistics=fit_statistics)  # fmt: skip
     elif config.model in MODELS:
         finetune_mode(config)  # refuses a frozen mode for a network without a backbone
-        net = Network(build_model(config.model, image_shape, num_classes), _images,
+        net = Network(build_model(config.model, image_shape, num_classes), image_inputs,
                       {"kind": "registry", "name": config.model})  # fmt: skip
     elif ":" in config.model:
         finetune_mode(config)
         built = _from_factory(config.model, dict(config.model_args or {}), image_shape, num_classes)
-        net = Network(built, _images, {"kind": "factory", "factory": config.model,
+        net = Network(built, image_inputs, {"kind": "factory", "factory": config.model,
                                        "args": dict(config.model_args or {})})  # fmt: skip
     else:
         raise DpalError(

@@ -27,6 +27,7 @@ from dpal.selection.strategies import (
     top_uncertain,
 )
 from dpal.training.evaluate import logits_of
+from dpal.training.network import image_inputs
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,7 +75,7 @@ def select(
     """Pool indices to label, and the ledger entries (pending) the selection added. ``inputs``:
     images → ``model``'s inputs (``Network.inputs``: a frozen backbone's cached features, whose
     head is then ``model``); the images themselves by default."""
-    to_inputs = inputs or (lambda arrays: arrays.tensors()[0])
+    to_inputs = inputs or image_inputs
     if task.public is None:
         raise DpalError(f"task {task.name!r} has no public pool to select from.")
     rng = np.random.default_rng(config.seed)
