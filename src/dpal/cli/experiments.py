@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from dpal.cli.common import add_data_dir, add_deterministic_noise, noise_from_seed
+from dpal.selection.strategies import STRATEGIES
 
 
 def cmd_run(a: argparse.Namespace) -> None:
@@ -26,9 +27,17 @@ def cmd_run(a: argparse.Namespace) -> None:
     config = replace(config, seeds=a.seeds, label_polluted_as=a.label_polluted_as)
     if a.experiment == "mnist-polluted":
         config = replace(config, dataset="mnist-polluted")
+    chosen = {
+        "methods": tuple(a.methods) if a.methods else None,
+        "n_labeled": tuple(a.n_labeled) if a.n_labeled else None,
+        "near_private_from": a.near_private_from,
+        "pool_filter": a.pool_filter,
+        "validation_fraction": a.validation_fraction,
+    }
+    config = replace(config, **{k: v for k, v in chosen.items() if v is not None})
     config = noise_from_seed(config, a)
     out = a.out or f"runs/{a.experiment}{'-quick' if a.quick else ''}"
-    rows = run_experiment(config, out, data_dir=a.data_dir)
+    rows = run_experiment(config, out, data_dir=a.data_dir, dp_root=a.dp_root)
 
     print(markdown_table(rows))
     print(f"results, table and figure in {out}/")
@@ -66,6 +75,25 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--quick", action="store_true", help="a small version (a few minutes)")
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--methods", nargs="+", choices=STRATEGIES, help="default: every strategy")
+    p.add_argument("--n-labeled", nargs="+", type=int, help="label budgets (default 500 … 7000)")
+    p.add_argument(
+        "--near-private-from",
+        choices=("final", "equal", "both"),
+        help="NearPrivate from the final checkpoint, from the one that keeps ε_total ≤ ε_dp "
+        "(equal), or both (default)",
+    )
+    p.add_argument(
+        "--pool-filter",
+        choices=("density", "none"),
+        help="NearPrivate: density (default) or none (the paper's Algorithm 2)",
+    )
+    p.add_argument(
+        "--validation-fraction",
+        type=float,
+        help="bought labels the guard holds out (default 0.2; 0: no guard)",
+    )
+    p.add_argument("--dp-root", help="where the DP models live (default OUT/dp); shareable")
     p.add_argument("--out")
     add_data_dir(p)
     add_deterministic_noise(p)

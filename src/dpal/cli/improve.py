@@ -16,8 +16,13 @@ from dpal.core.errors import DpalError
 def cmd_select(a: argparse.Namespace) -> None:
     from dpal.methods.active_learning.improve import select_to_dir
 
-    picked = select_to_dir(a.checkpoint, a.out, _select_config(a), data_dir=a.data_dir)
-    print(f"selected {len(picked)} public points ({a.strategy}) → {a.out}/selection.json")
+    picked = select_to_dir(
+        a.checkpoint, a.out, _select_config(a), data_dir=a.data_dir, guard=_guard(a)
+    )
+    print(
+        f"selected {len(picked)} public points ({a.strategy}; the guard's random share "
+        f"{a.validation_fraction:g}) → {a.out}/selection.json"
+    )
     from dpal.cli.privacy import cmd_ledger
 
     cmd_ledger(argparse.Namespace(run_dir=a.out, delta=None, json=False, rebuild=False))
@@ -69,22 +74,34 @@ def cmd_improve(a: argparse.Namespace) -> None:
     from dpal.methods.active_learning.improve import improve
 
     _print_result(
-        improve(a.checkpoint, a.out, _select_config(a), _finetune_config(a), data_dir=a.data_dir)
+        improve(
+            a.checkpoint,
+            a.out,
+            _select_config(a),
+            _finetune_config(a),
+            data_dir=a.data_dir,
+            guard=_guard(a),
+        )
     )
 
 
 def cmd_budget(a: argparse.Namespace) -> None:
     from dpal.methods.active_learning.budget import plan_budget
+    from dpal.selection.near_private import NearPrivateConfig
 
-    rows, best = plan_budget(
-        a.run_dir,
-        epsilon_limit=a.epsilon_limit,
+    config = NearPrivateConfig(
+        k=1,
         epsilon_pca=a.epsilon_pca,
+        epsilon_density=a.epsilon_density,
         epsilon_support=a.epsilon_support,
+        pool_filter=a.pool_filter,
     )
+    rows, best = plan_budget(a.run_dir, epsilon_limit=a.epsilon_limit, near_private=config)
+    first = "ε_density" if a.pool_filter == "density" else "ε_pca"
     print(
-        f"NearPrivate with ε_pca = {a.epsilon_pca}, ε_support = {a.epsilon_support} under "
-        f"ε_limit = {a.epsilon_limit} (PLD composition; naive sum beside it):"
+        f"NearPrivate ({a.pool_filter} filter) with {first} = {config.epsilon_first}, ε_support = "
+        f"{a.epsilon_support} under ε_limit = {a.epsilon_limit} (PLD composition; naive sum "
+        "beside it):"
     )
     print("  epoch   ε_dp    ε_total  naive   test acc  fits")
     for r in rows:
@@ -93,7 +110,7 @@ def cmd_budget(a: argparse.Namespace) -> None:
             f"{r.epsilon_naive:6.3f}  {r.test_accuracy:8.4f}  {'yes' if r.fits else 'no'}"
         )
     if best is None:
-        raise DpalError("no checkpoint fits; raise --epsilon-limit or lower ε_pca/ε_support.")
+        raise DpalError(f"no checkpoint fits; raise --epsilon-limit or lower {first}/ε_support.")
     print(
         f"recommended: {best.path} (epoch {best.epoch}, ε_total {best.epsilon_total:.3f}); "
         "valid as long as the run's later checkpoints are not released."
@@ -111,8 +128,10 @@ def _select_config(a: argparse.Namespace) -> Any:
         n_components=a.n_components,
         score=a.score,
         epsilon_pca=a.epsilon_pca,
+        epsilon_density=a.epsilon_density,
         epsilon_support=a.epsilon_support,
         private_selection=a.private_selection,
+        pool_filter=a.pool_filter,
         seed=a.seed,
         deterministic_noise=a.deterministic_noise,
     )
@@ -133,10 +152,22 @@ def _finetune_config(a: argparse.Namespace) -> Any:
     )
 
 
+def _guard(a: argparse.Namespace) -> Any:
+    from dpal.methods.active_learning.guard import GuardConfig
+
+    return GuardConfig(validation_fraction=a.validation_fraction, seed=a.seed)
+
+
 def _print_result(r: Any) -> None:
+    guard = (
+        f"; the guard kept the {r.kept} model ({100 * r.validation_start:.1f}% start vs "
+        f"{100 * r.validation_tuned:.1f}% fine-tuned on {r.n_validation} held-out bought labels)"
+        if r.n_validation
+        else ""
+    )
     print(
         f"test accuracy {r.start_accuracy:.4f} → {r.test_accuracy:.4f} with {r.n_labeled} "
-        f"labels ({r.n_rejected} rejected); ε_dp = {r.epsilon_dp:.3f}, ε_total = "
+        f"labels ({r.n_rejected} rejected){guard}; ε_dp = {r.epsilon_dp:.3f}, ε_total = "
         f"{r.epsilon_total:.3f} (PLD; RDP {r.epsilon_rdp:.3f}, naive sum {r.epsilon_naive:.3f})"
         f" → {r.out_dir}"
     )
@@ -151,11 +182,34 @@ def _selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-each", type=int, default=10, help="diverse-public: points per cluster")
     p.add_argument("--n-components", type=int, default=16, help="PCA components p")
     p.add_argument("--score", default="margin", choices=("margin", "entropy"))
-    p.add_argument("--epsilon-pca", type=float, default=0.4, help="near-private: DP-PCA ε")
-    p.add_argument("--epsilon-support", type=float, default=0.6, help="near-private: counts ε")
+    _near_private_budget_args(p)
     p.add_argument("--private-selection", default="threshold", choices=("threshold", "top-k"))
+    p.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.2,
+        help="share of the labels the guard buys at random to compare the fine-tuned with the "
+        "DP model; the better is shipped (0: no guard)",
+    )
     p.add_argument("--seed", type=int, default=0)
     add_deterministic_noise(p)
+
+
+def _near_private_budget_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--pool-filter",
+        default="density",
+        choices=("density", "none"),
+        help="near-private: density = private support over the whole pool first (default); "
+        "none = the paper's Algorithm 2 (DP-PCA, candidates by public uncertainty only)",
+    )
+    p.add_argument(
+        "--epsilon-density", type=float, default=0.4, help="near-private: histogram ε (density)"
+    )
+    p.add_argument(
+        "--epsilon-pca", type=float, default=0.4, help="near-private: DP-PCA ε (--pool-filter none)"
+    )
+    p.add_argument("--epsilon-support", type=float, default=0.6, help="near-private: counts ε")
 
 
 def _finetune_args(p: argparse.ArgumentParser) -> None:
@@ -211,6 +265,5 @@ def register(sub: Any) -> None:
     p = sub.add_parser("budget", help="which checkpoint leaves room for NearPrivate")
     p.add_argument("run_dir")
     p.add_argument("--epsilon-limit", type=float, required=True)
-    p.add_argument("--epsilon-pca", type=float, default=0.4)
-    p.add_argument("--epsilon-support", type=float, default=0.6)
+    _near_private_budget_args(p)
     p.set_defaults(func=cmd_budget)

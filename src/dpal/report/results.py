@@ -24,8 +24,14 @@ def _improvement(doc: Doc, run: Path, out: Path, data_dir: str | None) -> None:
         "selected for labelling, then the model was fine-tuned on them (public data: no "
         "privacy cost)."
         + (
-            f" NearPrivate read the private data twice: DP-PCA (ε_pca = {cfg['epsilon_pca']}) "
-            f"and Laplace support counts (ε_support = {cfg['epsilon_support']})."
+            " NearPrivate read the private data twice: "
+            + (
+                f"DP-PCA (ε_pca = {cfg['epsilon_pca']})"
+                if cfg.get("pool_filter", "none") == "none"
+                else f"a Laplace histogram over public clusters (ε_density = "
+                f"{cfg['epsilon_density']})"
+            )
+            + f" and Laplace support counts (ε_support = {cfg['epsilon_support']})."
             if selection["strategy"] == "near-private"
             else " The selection read only the public pool and the released model "
             "(post-processing)."

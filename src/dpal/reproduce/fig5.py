@@ -22,6 +22,7 @@ from dpal.reproduce.configs import (
 )
 from dpal.reproduce.figure_run import FigureRun, group_by, mean_std, write_results
 from dpal.runs.cells import Cell, dp_model
+from dpal.selection.near_private import NearPrivateConfig
 from dpal.training.checkpoint import list_checkpoints
 
 
@@ -47,6 +48,7 @@ def _fig5_cells(config: Fig5Config, task: Task, run: FigureRun) -> Iterator[Cell
                 k=n + config.extra_candidates,
                 epsilon_pca=config.epsilon_pca,
                 epsilon_support=eps_support,
+                pool_filter="none",  # the paper's Algorithm 2: DP-PCA, then support counts
                 delta=final["delta"],
                 seed=seed,
                 deterministic_noise=config.train.deterministic_noise,
@@ -77,12 +79,13 @@ def _fig5_cells(config: Fig5Config, task: Task, run: FigureRun) -> Iterator[Cell
         for eps_support in config.support_sweep:
 
             def budgeted(dp_dir: Path, eps_support: float = eps_support) -> dict[str, Any]:
-                _, fit = plan_budget(
-                    dp_dir,
-                    epsilon_limit=config.epsilon_limit,
+                paper = NearPrivateConfig(
+                    k=1,
                     epsilon_pca=config.epsilon_pca,
                     epsilon_support=eps_support,
+                    pool_filter="none",
                 )
+                _, fit = plan_budget(dp_dir, epsilon_limit=config.epsilon_limit, near_private=paper)
                 if fit is None:
                     raise DpalError(
                         f"fig5: no checkpoint fits ε_limit {config.epsilon_limit} with "

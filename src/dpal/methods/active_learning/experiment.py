@@ -20,6 +20,7 @@ from dpal.core.errors import DpalError
 from dpal.data.tasks import Task, load_task
 from dpal.labeling.oracle import Oracle
 from dpal.methods.active_learning.budget import plan_budget
+from dpal.methods.active_learning.guard import GuardConfig
 from dpal.methods.active_learning.improve import SelectConfig, improve
 from dpal.methods.active_learning.tables import markdown_table, method_slug, plot
 from dpal.runs.cells import Cell, dp_model, run_cells
@@ -42,8 +43,13 @@ class ExperimentConfig:
     seeds: int = 1
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     epsilon_pca: float = 0.4
+    epsilon_density: float = 0.4
     epsilon_support: float = 0.6
+    pool_filter: str = "density"  # NearPrivate's; "none" is the paper's Algorithm 2
     extra_candidates: int = 2000  # k = n_labeled + this
+    # The guard: this share of the bought labels decides between the fine-tuned and the DP model
+    # (dpal.methods.active_learning.guard); 0 switches it off.
+    validation_fraction: float = 0.2
     n_each: int = 10
     # Polluted pools: None, the annotator rejects non-digits; a class, the harsher case of an
     # annotator who gives every image that class.
@@ -98,6 +104,7 @@ ROW_KEYS = (
     "epsilon_naive",
     "n_rejected",
     "n_polluted",
+    "kept",
 )
 
 
@@ -177,30 +184,29 @@ def _improve_cell(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     dp_dir, final = trained()
     start = final["path"]
-    if method == EQUAL_EPSILON:
-        _, fit = plan_budget(
-            dp_dir,
-            epsilon_limit=config.epsilon_dp,
-            epsilon_pca=config.epsilon_pca,
-            epsilon_support=config.epsilon_support,
-        )
-        if fit is None:
-            raise DpalError(
-                f"no checkpoint of {dp_dir} leaves room for ε_pca + ε_support under "
-                f"ε = {config.epsilon_dp}; lower --epsilon-pca / --epsilon-support."
-            )
-        start = fit.path
     select = SelectConfig(
         strategy="near-private" if method == EQUAL_EPSILON else method,
         n_labeled=n,
         k=n + config.extra_candidates,
         n_each=config.n_each,
         epsilon_pca=config.epsilon_pca,
+        epsilon_density=config.epsilon_density,
         epsilon_support=config.epsilon_support,
+        pool_filter=config.pool_filter,
         delta=final["delta"],
         seed=seed,
         deterministic_noise=config.train.deterministic_noise,
     )
+    if method == EQUAL_EPSILON:
+        _, fit = plan_budget(
+            dp_dir, epsilon_limit=config.epsilon_dp, near_private=select.near_private()
+        )
+        if fit is None:
+            raise DpalError(
+                f"no checkpoint of {dp_dir} leaves room for NearPrivate's ε under "
+                f"ε = {config.epsilon_dp}; lower its --epsilon-* values."
+            )
+        start = fit.path
     result, resolved = improve_cell(
         start,
         cell_dir,
@@ -208,6 +214,7 @@ def _improve_cell(
         replace(config.finetune, seed=seed),
         task=task,
         label_polluted_as=config.label_polluted_as,
+        guard=GuardConfig(validation_fraction=config.validation_fraction, seed=seed),
     )
     return {"method": method, "n_labeled": n, **{k: result[k] for k in ROW_KEYS}}, resolved
 
@@ -220,16 +227,21 @@ def improve_cell(
     *,
     task: Task,
     label_polluted_as: int | None = None,
+    guard: GuardConfig | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One improvement (select, label with the pool's labels, fine-tune) as an experiment cell:
-    its result and the configuration it resolved to."""
+    """One improvement (select, label with the pool's labels, fine-tune behind the guard) as an
+    experiment cell: its result and the configuration it resolved to."""
     assert task.public is not None
     oracle = Oracle(task.public.y, task.public_valid, label_polluted_as)
-    result = improve(start, cell_dir, select, finetune_config, task=task, oracle=oracle)
+    guard = guard or GuardConfig(seed=finetune_config.seed)
+    result = improve(
+        start, cell_dir, select, finetune_config, task=task, oracle=oracle, guard=guard
+    )
     resolved = {
         "checkpoint": str(start),
         "select": asdict(select),
         "finetune": asdict(finetune_config),
+        "guard": asdict(guard),
         "label_polluted_as": label_polluted_as,
         "delta": select.delta,
     }

@@ -24,11 +24,17 @@ from dpal.core.errors import DpalError
 from dpal.data.arrays import ImageArrays
 from dpal.data.tasks import Task, load_task
 from dpal.labeling.oracle import REJECTED, Oracle
+from dpal.methods.active_learning.guard import (
+    GuardConfig,
+    guarded_finetune,
+    random_validation,
+    validation_size,
+)
 from dpal.methods.active_learning.select_step import SelectConfig, select
 from dpal.privacy.ledger import Ledger
 from dpal.training.checkpoint import RELEASE_FORMAT, load_checkpoint
 from dpal.training.evaluate import accuracy
-from dpal.training.finetune import FinetuneConfig, finetune
+from dpal.training.finetune import FinetuneConfig
 from dpal.training.lineage import SNAPSHOT_KEY, open_checked, snapshot
 from dpal.training.network import (
     Network,
@@ -85,6 +91,10 @@ class ImproveResult:
     n_labeled: int
     n_rejected: int
     n_polluted: int  # selected images that are none of the classes (known only in experiments)
+    kept: str  # the guard's choice: "fine-tuned", or "start" (the DP model shipped unchanged)
+    n_validation: int  # bought labels the guard held out
+    validation_start: float  # the guard's comparison on them (nan without a guard)
+    validation_tuned: float
     selected: np.ndarray = field(repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,29 +112,42 @@ def select_to_dir(
     task: Task | None = None,
     data_dir: str | None = None,
     model: nn.Module | None = None,
+    guard: GuardConfig | None = None,
 ) -> np.ndarray:
     """Selection step of an improvement run: ``OUT/selection.json`` and ``OUT/ledger.json``.
-    ``model``: the architecture of a run that trained your own ``nn.Module`` instance."""
+    Of the ``config.n_labeled`` labels to buy, the guard's share (``guard``; default
+    ``GuardConfig(seed=config.seed)``) is drawn at random from the pool and recorded as
+    ``validation_indices``; the strategy chooses the rest. ``model``: the architecture of a run
+    that trained your own ``nn.Module`` instance. Returns every pool index to label."""
     out = Path(out_dir)
     if (out / "ledger.json").exists():
         raise DpalError(f"{out} already holds an improvement run; choose a new --out.")
+    guard = guard or GuardConfig(seed=config.seed)
     ckpt = load_released_model(checkpoint_path, model=model)
     task = task or load_task(ckpt.summary["config"]["dataset"], data_dir=data_dir)
+    if task.public is None:
+        raise DpalError(f"task {task.name!r} has no public pool to select from.")
+    multiple = config.n_each if config.strategy == "diverse-public" else 1
+    n_validation = validation_size(config.n_labeled, guard.validation_fraction, multiple)
+    strategy_config = replace(config, n_labeled=config.n_labeled - n_validation)
     ledger = lineage_ledger(ckpt, out / "ledger.json")
     net = ckpt.network
-    picked, new_entries = select(net.trainable, task, config, ledger, inputs=net.inputs)
+    picked, new_entries = select(net.trainable, task, strategy_config, ledger, inputs=net.inputs)
+    validation = random_validation(len(task.public), picked, n_validation, guard.seed)
     payload = {
         "checkpoint": str(Path(checkpoint_path).resolve()),
         "dataset": ckpt.summary["config"]["dataset"],
         "strategy": config.strategy,
-        "pool_indices": picked.tolist(),
+        "pool_indices": picked.tolist() + validation.tolist(),  # every label to buy
+        "validation_indices": validation.tolist(),  # the guard's random share of them
         "config": asdict(config),
+        "guard": asdict(guard),
         SNAPSHOT_KEY: snapshot(ledger, new_entries),  # its lineage (dpal.training.lineage)
     }
     atomic_write_text(out / "selection.json", json.dumps(payload))
     for e in new_entries:  # the selection (their output) is saved: done
         ledger.resolve(e, "done")
-    return picked
+    return np.concatenate([picked, validation])
 
 
 def read_selection(out_dir: str | Path) -> dict[str, Any]:
@@ -143,9 +166,13 @@ def finetune_dir(
     task: Task | None = None,
     data_dir: str | None = None,
     model: nn.Module | None = None,
+    guard: GuardConfig | None = None,
 ) -> ImproveResult:
     """Fine-tuning step: the selection's checkpoint, trained on the bought ``{pool_index: label}``
-    (``REJECTED`` ones are paid for but not trained on); writes ``model.pt``, ``result.json``."""
+    (``REJECTED`` ones are paid for but not trained on) behind the guard (``guard``: default
+    ``GuardConfig(seed=finetune_config.seed)``; ``dpal.methods.active_learning.guard``) — the
+    starting model is shipped instead when it is better on held-out bought labels. Writes
+    ``model.pt``, ``result.json``."""
     out = Path(out_dir)
     selection = read_selection(out)
     ckpt = load_released_model(selection["checkpoint"], model=model)
@@ -156,22 +183,34 @@ def finetune_dir(
     unknown = sorted(set(labels) - set(picked.tolist()))
     if unknown:
         raise DpalError(f"labels given for pool items that were not selected: {unknown[:10]}.")
+    guard = guard or GuardConfig(**selection.get("guard", {"seed": finetune_config.seed}))
+    validation_ids = set(selection.get("validation_indices", []))
     bought = np.asarray([i for i in picked.tolist() if i in labels], dtype=np.int64)
     y = np.asarray([labels[i] for i in bought.tolist()], dtype=np.int64)
     keep = y != REJECTED
-    data = ImageArrays(task.public.x[bought[keep]], y[keep], task.num_classes, "bought")
+    is_val = np.asarray([i in validation_ids for i in bought.tolist()], dtype=bool)
+
+    pool = task.public
+
+    def part(mask: np.ndarray, name: str) -> ImageArrays:
+        return ImageArrays(pool.x[bought[mask]], y[mask], task.num_classes, name)
+
+    data, val = part(keep & ~is_val, "bought"), part(keep & is_val, "bought-validation")
     net = ckpt.network
     if trains_on_features(net):  # a head on cached features: no images to augment
-        tuned = finetune(net.trainable, data, replace(finetune_config, augment="none"),
-                         unlabelled=task.public, inputs=net.inputs)  # fmt: skip
+        guarded = guarded_finetune(net.trainable, data, val,
+                                   replace(finetune_config, augment="none"), guard,
+                                   unlabelled=task.public, inputs=net.inputs)  # fmt: skip
         test = (
             (net.inputs(task.test), torch.from_numpy(task.test.y))
             if task.test is not None
             else None
         )
     else:
-        tuned = finetune(net.trainable, data, finetune_config, unlabelled=task.public)
+        guarded = guarded_finetune(net.trainable, data, val, finetune_config, guard,
+                                   unlabelled=task.public)  # fmt: skip
         test = task.test.tensors() if task.test is not None else None
+    tuned = guarded.model
     ledger = open_checked(out)  # fine-tuning reads public data only: the selection's ledger
     summary = {**ckpt.summary, SNAPSHOT_KEY: snapshot(ledger, [])}
     release = {"format": RELEASE_FORMAT, "model": tuned.state_dict(), "summary": summary}
@@ -188,6 +227,10 @@ def finetune_dir(
         n_labeled=len(bought),
         n_rejected=int((~keep).sum()),
         n_polluted=0 if task.public_valid is None else int((~task.public_valid[picked]).sum()),
+        kept=guarded.kept,
+        n_validation=guarded.n_validation,
+        validation_start=guarded.validation_start,
+        validation_tuned=guarded.validation_tuned,
         selected=picked,
     )
     atomic_write_text(out / "result.json", json.dumps(result.to_dict(), indent=1))
@@ -204,16 +247,19 @@ def improve(
     data_dir: str | None = None,
     oracle: Oracle | None = None,
     model: nn.Module | None = None,
+    guard: GuardConfig | None = None,
 ) -> ImproveResult:
     """Select ``config.n_labeled`` public points, label them (``oracle``: the pool's true labels
-    by default), fine-tune the checkpoint's released model on them, evaluate, record."""
+    by default), fine-tune the checkpoint's released model on them behind the guard, evaluate,
+    record."""
     if task is None:
         ckpt_summary = load_checkpoint(checkpoint_path)["summary"]
         task = load_task(ckpt_summary["config"]["dataset"], data_dir=data_dir)
     if task.public is None:
         raise DpalError(f"task {task.name!r} has no public pool; use e.g. mnist-offline.")
-    picked = select_to_dir(checkpoint_path, out_dir, config, task=task, model=model)
+    guard = guard or GuardConfig(seed=config.seed)
+    picked = select_to_dir(checkpoint_path, out_dir, config, task=task, model=model, guard=guard)
     oracle = oracle or Oracle(task.public.y, task.public_valid)
     labels = dict(zip(picked.tolist(), oracle(picked).tolist(), strict=True))
     ft = finetune_config or FinetuneConfig(seed=config.seed)
-    return finetune_dir(out_dir, labels, ft, task=task, model=model)
+    return finetune_dir(out_dir, labels, ft, task=task, model=model, guard=guard)

@@ -38,9 +38,11 @@ class SelectConfig:
     n_each: int = 10
     n_components: int = 16
     score: str = "margin"  # uncertainty used by diverse-public and near-private
-    epsilon_pca: float = 0.4
+    epsilon_pca: float = 0.4  # near-private with pool_filter="none" (the paper's DP-PCA)
+    epsilon_density: float = 0.4  # near-private with pool_filter="density" (the default)
     epsilon_support: float = 0.6
     private_selection: str = "threshold"
+    pool_filter: str = "density"  # dpal.selection.near_private
     delta: float = 1e-5
     seed: int = 0
     # DP-PCA and support-count noise from ``seed`` instead of OS entropy (experiments only:
@@ -63,6 +65,19 @@ class SelectConfig:
     @property
     def candidates(self) -> int:
         return self.k if self.k is not None else self.n_labeled + 2000
+
+    def near_private(self) -> NearPrivateConfig:
+        """NearPrivate's configuration (also what ``plan_budget`` accounts for)."""
+        return NearPrivateConfig(
+            k=self.candidates,
+            n_components=self.n_components,
+            epsilon_pca=self.epsilon_pca,
+            epsilon_density=self.epsilon_density,
+            epsilon_support=self.epsilon_support,
+            delta=self.delta,
+            private_selection=self.private_selection,
+            pool_filter=self.pool_filter,
+        )
 
 
 def select(
@@ -109,14 +124,7 @@ def select(
         priv_emb.numpy(),
         uncertainty(priv_logits.numpy(), config.score),
         config.n_labeled,
-        config=NearPrivateConfig(
-            k=config.candidates,
-            n_components=config.n_components,
-            epsilon_pca=config.epsilon_pca,
-            epsilon_support=config.epsilon_support,
-            delta=config.delta,
-            private_selection=config.private_selection,
-        ),
+        config=config.near_private(),
         ledger=ledger,
         rng=numpy_noise_rng(deterministic=config.deterministic_noise, seed=config.seed),
         noise=noise_source.source(config.deterministic_noise),

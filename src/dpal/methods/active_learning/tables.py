@@ -30,16 +30,22 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "epsilon_total": statistics.fmean(r["epsilon_total"] for r in rs),
                 "epsilon_naive": statistics.fmean(r["epsilon_naive"] for r in rs),
                 "n_polluted": statistics.fmean(r.get("n_polluted", 0) for r in rs),
+                # the guard (dpal.methods.active_learning.guard) shipped the DP model unchanged
+                "kept_start": sum(r.get("kept") == "start" for r in rs),
             }
         )
     return out
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The results table; a column of polluted images bought appears when there were any."""
+    """The results table; a column of polluted images bought appears when there were any, and
+    one of how many seeds the guard kept the DP model for, when it ran."""
     summary = summarise(rows)
     polluted = any(s["n_polluted"] for s in summary)
+    guarded = any("kept" in r for r in rows)
     extra = (" polluted bought |", "---|") if polluted else ("", "")
+    if guarded:
+        extra = (extra[0] + " DP model kept (seeds) |", extra[1] + "---|")
     lines = [
         "| method | labels | test acc. (mean ± std) | seeds | ε_dp | ε_total (PLD) | naive sum |"
         + extra[0],
@@ -49,9 +55,15 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {s['method']} | {s['n_labeled']} | {100 * s['mean']:.2f} ± {100 * s['std']:.2f} "
             f"| {s['seeds']} | {s['epsilon_dp']:.3f} | {s['epsilon_total']:.3f} "
-            f"| {s['epsilon_naive']:.3f} |" + (f" {s['n_polluted']:.0f} |" if polluted else "")
+            f"| {s['epsilon_naive']:.3f} |"
+            + (f" {s['n_polluted']:.0f} |" if polluted else "")
+            + (_kept(s) if guarded else "")
         )
     return "\n".join(lines) + "\n"
+
+
+def _kept(s: dict[str, Any]) -> str:
+    return f" {s['kept_start']} |" if s["n_labeled"] else " — |"
 
 
 def plot(
