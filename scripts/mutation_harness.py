@@ -148,6 +148,40 @@ MUTATIONS = (
         ("tests/test_selection.py::test_support_count_sensitivity_on_neighbouring_datasets",),
     ),
     Mutation(
+        "density-sensitivity-half",
+        "NearPrivate's density histogram calibrated to Δ₁ = ½ (half the noise it needs)",
+        "src/dpal/selection/private_density.py",
+        "DENSITY_SENSITIVITY = 1.0  #",
+        "DENSITY_SENSITIVITY = 0.5  #",
+        (
+            "tests/test_private_density.py::"
+            "test_audit_of_the_released_histogram_stays_below_the_claimed_epsilon",
+        ),
+    ),
+    Mutation(
+        "density-noise-off",
+        "NearPrivate's density histogram released without noise",
+        "src/dpal/selection/private_density.py",
+        "    return laplace_counts(counts, epsilon=epsilon, sensitivity=DENSITY_SENSITIVITY, "
+        "rng=rng)",
+        "    return counts",
+        (
+            "tests/test_private_density.py::"
+            "test_histogram_noise_is_laplace_of_scale_one_over_epsilon",
+        ),
+    ),
+    Mutation(
+        "density-entry-missing",
+        "NearPrivate's density histogram runs without a ledger entry",
+        "src/dpal/selection/near_private.py",
+        '        first_entry = ledger.record(\n            "laplace",',
+        '        first_entry = 0 and ledger.record(\n            "laplace",',
+        (
+            "tests/test_selection.py::"
+            "test_near_private_records_both_mechanisms_and_total_matches_dp_accounting",
+        ),
+    ),
+    Mutation(
         "dp-pca-noise-on-data",
         "DP-PCA's noise added to the rows of X, not to XᵀX",
         "src/dpal/privacy/mechanisms.py",

@@ -51,18 +51,19 @@ def test_public_only_strategies_cost_nothing(dp_run, strategy):
     assert [e.kind for e in Ledger(out / "ledger.json").entries] == ["dpsgd"] * 3
 
 
-def test_near_private_adds_two_events_and_more_epsilon(dp_run):
+@pytest.mark.parametrize("pool_filter, first", [("density", "laplace"), ("none", "gaussian")])
+def test_near_private_adds_two_events_and_more_epsilon(dp_run, pool_filter, first):
     root, task = dp_run
-    out = root / "imp-np"
+    out = root / f"imp-np-{pool_filter}"
     r = improve(
         root / "dp/checkpoints/epoch_003.pt",
         out,
-        SelectConfig(strategy="near-private", n_labeled=40, k=100),
+        SelectConfig(strategy="near-private", n_labeled=40, k=100, pool_filter=pool_filter),
         FT,
         task=task,
     )
     kinds = [e.kind for e in Ledger(out / "ledger.json").entries]
-    assert kinds == ["dpsgd"] * 3 + ["gaussian", "laplace"]
+    assert kinds == ["dpsgd"] * 3 + [first, "laplace"]
     assert all(e.status == "done" for e in Ledger(out / "ledger.json").entries)
     assert r.epsilon_dp < r.epsilon_total < r.epsilon_naive
 
@@ -112,6 +113,7 @@ def test_budget_recommends_the_latest_checkpoint_that_fits(dp_run):
     rows, best = plan_budget(root / "dp", epsilon_limit=100.0)
     assert best is not None and best.epoch == 3
     assert all(r.epsilon_dp < r.epsilon_total < r.epsilon_naive for r in rows)
+    assert all(r.epsilon_naive == pytest.approx(r.epsilon_dp + 0.4 + 0.6) for r in rows)
     limit = (rows[0].epsilon_total + rows[1].epsilon_total) / 2
     _, best = plan_budget(root / "dp", epsilon_limit=limit)
     assert best is not None and best.epoch == 1
@@ -174,7 +176,7 @@ def test_cli_label_export_import_finetune(dp_run, tmp_path, capsys):
         )
         == 0
     )
-    assert "near-private:dp-pca" in capsys.readouterr().out
+    assert "near-private:density-counts" in capsys.readouterr().out
     assert main(["label", "export", str(sel)]) == 0
     manifest = (sel / "labeling" / "manifest.csv").read_text().splitlines()
     labels = sel / "filled.csv"

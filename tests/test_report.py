@@ -40,7 +40,7 @@ def test_report_of_an_improvement_shows_every_event_and_the_bought_examples(tmp_
     totals = Ledger(cell / "ledger.json").totals(delta=1e-5)
     assert f"ε = {totals.epsilon_pld:.4f} (PLD" in text
     assert f"naive sum {totals.epsilon_naive:.4f}" in text
-    assert "near-private:dp-pca" in text and "near-private:support-counts" in text
+    assert "near-private:density-counts" in text and "near-private:support-counts" in text
     assert text.count("| dpsgd:train | dpsgd |") == 2 + 1  # every event, and the grouped row
     assert (md.parent / "bought_improved.png").exists() and "bought_improved.png" in text
     assert '<img src="data:image/png;base64,' in html and _no_outside_files(html)

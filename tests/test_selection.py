@@ -11,6 +11,7 @@ from dpal.selection import diverse_public, entropy, margin, random_selection, to
 from dpal.selection.near_private import (
     NearPrivateConfig,
     near_private,
+    selection_events,
     support_counts,
     uncertain_private,
 )
@@ -125,22 +126,36 @@ def test_support_count_sensitivity_on_neighbouring_datasets(mode, bound):
     assert worst == bound  # the bound is attained: top-k really has Δ₁ = 2
 
 
-def test_near_private_records_both_mechanisms_and_total_matches_dp_accounting(tmp_path):
+@pytest.mark.parametrize("pool_filter", ["density", "none"])
+def test_near_private_records_both_mechanisms_and_total_matches_dp_accounting(
+    tmp_path, pool_filter
+):
     rng = np.random.default_rng(0)
     public_emb, private_emb = rng.normal(size=(500, 8)), rng.normal(size=(800, 8))
     public_unc, private_unc = rng.uniform(size=500), rng.uniform(size=800)
     ledger = Ledger(tmp_path / "ledger.json")
     dpsgd = ledger.record_dpsgd(noise_multiplier=1.1, sample_rate=0.01, steps=300, mechanism="t")
     ledger.resolve(dpsgd, "done")
-    cfg = NearPrivateConfig(k=100, n_components=4, epsilon_pca=0.4, epsilon_support=0.6)
+    cfg = NearPrivateConfig(
+        k=100, n_components=4, epsilon_pca=0.4, epsilon_support=0.6, pool_filter=pool_filter
+    )
     result = near_private(
         public_emb, public_unc, private_emb, private_unc, 20, config=cfg, ledger=ledger, rng=1
     )
     assert len(set(result.indices.tolist())) == 20
     assert set(result.indices.tolist()) <= set(result.candidates.tolist())
     kinds = [e.kind for e in ledger.entries]
-    assert kinds == ["dpsgd", "gaussian", "laplace"]
+    first = (
+        dp_event.GaussianDpEvent(result.noise_multiplier_pca)
+        if pool_filter == "none"
+        else dp_event.LaplaceDpEvent(1 / cfg.epsilon_density)
+    )
+    assert kinds == ["dpsgd", "gaussian" if pool_filter == "none" else "laplace", "laplace"]
     assert ledger.entries[2].params["noise_multiplier"] == pytest.approx(1 / 0.6)
+    assert [e.mechanism for e in ledger.entries[1:]] == [
+        "near-private:dp-pca" if pool_filter == "none" else "near-private:density-counts",
+        "near-private:support-counts",
+    ]
     direct = pld_privacy_accountant.PLDAccountant()
     direct.compose(
         dp_event.ComposedDpEvent(
@@ -148,7 +163,7 @@ def test_near_private_records_both_mechanisms_and_total_matches_dp_accounting(tm
                 dp_event.SelfComposedDpEvent(
                     dp_event.PoissonSampledDpEvent(0.01, dp_event.GaussianDpEvent(1.1)), 300
                 ),
-                dp_event.GaussianDpEvent(result.noise_multiplier_pca),
+                first,
                 dp_event.LaplaceDpEvent(1 / 0.6),
             ]
         )
@@ -156,6 +171,8 @@ def test_near_private_records_both_mechanisms_and_total_matches_dp_accounting(tm
     totals = ledger.totals(delta=1e-5)
     assert totals.epsilon_pld == pytest.approx(direct.get_epsilon(1e-5), rel=1e-6)
     assert totals.epsilon_pld < totals.epsilon_naive
+    planned = selection_events(cfg, 1e-5)  # what the budget planner composes
+    assert [type(e) for e in planned] == [type(first), dp_event.LaplaceDpEvent]
     again = near_private(
         public_emb,
         public_unc,
@@ -174,3 +191,7 @@ def test_near_private_bad_config():
         NearPrivateConfig(k=10, epsilon_pca=0.0)
     with pytest.raises(DpalError, match="private_selection"):
         NearPrivateConfig(k=10, private_selection="all")
+    with pytest.raises(DpalError, match="pool_filter"):
+        NearPrivateConfig(k=10, pool_filter="cifar")
+    with pytest.raises(DpalError, match="epsilon_density"):
+        NearPrivateConfig(k=10, epsilon_density=-1.0)
