@@ -170,12 +170,13 @@ def test_pixels_use_public_constants():
     assert x.flatten().tolist() == [-1.0, 1.0]  # fixed mapping, no dataset statistics
 
 
-def test_polluted_pool(shared_data):
-    task = load_task("mnist-polluted", data_dir=shared_data, download=False)
+@pytest.mark.parametrize("name", ["mnist-polluted", "mnist-polluted-randp"])
+def test_polluted_pool(shared_data, name):
+    task = load_task(name, data_dir=shared_data, download=False)
     assert len(task.private) == 30_000 and len(task.public) == 37_500
     assert task.public.image_shape == (1, 28, 28)
     assert (~task.public_valid).sum() == 7_500  # 20% of the pool
-    # polluted images are CIFAR-10 in grayscale: not MNIST-like (MNIST is mostly black)
+    # polluted images (CIFAR-10 in grayscale, random processes): not MNIST-like (mostly black)
     polluted = task.public.x[~task.public_valid]
     digits = task.public.x[task.public_valid]
     assert polluted.mean() > 2 * digits.mean()

@@ -25,8 +25,8 @@ def cmd_run(a: argparse.Namespace) -> None:
     else:
         config = QUICK if a.quick else ExperimentConfig()
     config = replace(config, seeds=a.seeds, label_polluted_as=a.label_polluted_as)
-    if a.experiment == "mnist-polluted":
-        config = replace(config, dataset="mnist-polluted")
+    if a.experiment.startswith("mnist-polluted"):
+        config = replace(config, dataset=a.experiment)
     chosen = {
         "methods": tuple(a.methods) if a.methods else None,
         "n_labeled": tuple(a.n_labeled) if a.n_labeled else None,
@@ -63,14 +63,15 @@ def register(sub: Any) -> None:
     p = sub.add_parser("run", help="a whole experiment: DP baseline, every method, table, plot")
     p.add_argument(
         "experiment",
-        choices=("mnist", "mnist-polluted", "cifar10-offline"),
-        help="cifar10-offline: on a DP linear probe of a pretrained EfficientNet-Lite0",
+        choices=("mnist", "mnist-polluted", "mnist-polluted-randp", "cifar10-offline"),
+        help="mnist-polluted(-randp): 20%% of the pool CIFAR-10 (random-process) images; "
+        "cifar10-offline: on a DP linear probe of a pretrained EfficientNet-Lite0",
     )
     p.add_argument(
         "--label-polluted-as",
         type=int,
         default=None,
-        help="mnist-polluted: the annotator gives non-digits this class (harsher) "
+        help="mnist-polluted(-randp): the annotator gives non-digits this class (harsher) "
         "instead of rejecting them",
     )
     p.add_argument("--quick", action="store_true", help="a small version (a few minutes)")

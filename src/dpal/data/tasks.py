@@ -7,7 +7,8 @@ MNIST's training set, public pool = QMNIST's 50,000 reconstructed test digits.
 ``cifar10-offline``: private = the first 40,000 CIFAR-10 training images, public pool = the last
 10,000, test = CIFAR-10's test set. ``mnist-polluted`` is the pollution experiment offline
 (§4.3): 30,000 private, a pool of the other 30,000 digits plus 7,500 CIFAR-10 images (20%),
-marked invalid in ``Task.public_valid``.
+marked invalid in ``Task.public_valid``; ``mnist-polluted-randp`` the same pool with
+random-process images as the polluter.
 
 A user's own data is ``npz:PATH`` (a file, or a folder with ``train.npz`` and optionally
 ``test.npz`` and ``public.npz``) or ``folder:PATH`` (class sub-folders, or ``train/``, ``test/``
@@ -26,6 +27,7 @@ import numpy as np
 
 from dpal.core.errors import DpalError
 from dpal.data.arrays import ImageArrays, load_npz
+from dpal.data.random_process import sample
 from dpal.data.registry import load_split
 
 
@@ -105,25 +107,35 @@ def to_gray_28(images: np.ndarray) -> np.ndarray:
     return np.stack(out)[..., None]
 
 
-def _mnist_polluted(name: str, data_dir: str | None, download: bool) -> Task:
+def _mnist_polluted(polluter: str) -> Callable[[str, str | None, bool], Task]:
     """Paper §4.3 offline: private = the first 30,000 MNIST training images; public pool = the
-    other 30,000 plus CIFAR-10 training images (grayscale, 28×28) making up 20% of the pool —
-    the first 7,500 of CIFAR-10's training set — shuffled with a fixed seed."""
-    train = load_split("mnist", "train", data_dir=data_dir, download=download)
-    cifar = load_split("cifar10", "train", data_dir=data_dir, download=download)
-    digits = train.subset(slice(30_000, None))
-    n_pollution = round(len(digits) * POLLUTION_FRACTION / (1 - POLLUTION_FRACTION))
-    x = np.concatenate([digits.x, to_gray_28(cifar.x[:n_pollution])])
-    y = np.concatenate([digits.y, np.zeros(n_pollution, dtype=np.int64)])  # 0: never used
-    valid = np.concatenate([np.ones(len(digits), bool), np.zeros(n_pollution, bool)])
-    order = np.random.default_rng(0).permutation(len(x))
-    return Task(
-        name=name,
-        private=train.subset(slice(0, 30_000), name=f"{name}/private"),
-        test=load_split("mnist", "test", data_dir=data_dir, download=download),
-        public=ImageArrays(x[order], y[order], 10, f"{name}/public"),
-        public_valid=valid[order],
-    )
+    other 30,000 plus foreign images (grayscale, 28×28) making up 20% of the pool, shuffled with
+    a fixed seed. ``polluter``: ``cifar10`` (the first 7,500 CIFAR-10 training images) or
+    ``random-process`` (7,500 images of DP-RandP's random-process mixture, seed 0): a second
+    kind, so that a method tuned to photographs is caught."""
+
+    def load(name: str, data_dir: str | None, download: bool) -> Task:
+        train = load_split("mnist", "train", data_dir=data_dir, download=download)
+        digits = train.subset(slice(30_000, None))
+        n_pollution = round(len(digits) * POLLUTION_FRACTION / (1 - POLLUTION_FRACTION))
+        if polluter == "cifar10":
+            cifar = load_split("cifar10", "train", data_dir=data_dir, download=download)
+            foreign = to_gray_28(cifar.x[:n_pollution])
+        else:
+            foreign = sample("mixture", n_pollution, size=28, channels=1, seed=0)
+        x = np.concatenate([digits.x, foreign])
+        y = np.concatenate([digits.y, np.zeros(n_pollution, dtype=np.int64)])  # 0: never used
+        valid = np.concatenate([np.ones(len(digits), bool), np.zeros(n_pollution, bool)])
+        order = np.random.default_rng(0).permutation(len(x))
+        return Task(
+            name=name,
+            private=train.subset(slice(0, 30_000), name=f"{name}/private"),
+            test=load_split("mnist", "test", data_dir=data_dir, download=download),
+            public=ImageArrays(x[order], y[order], 10, f"{name}/public"),
+            public_valid=valid[order],
+        )
+
+    return load
 
 
 TASKS: dict[str, Callable[..., Task]] = {
@@ -137,7 +149,8 @@ TASKS: dict[str, Callable[..., Task]] = {
         public_slice=slice(40_000, None),
     ),
     "mnist-qmnist": _builtin("mnist", "train", "test", "test50k", public_from="qmnist"),
-    "mnist-polluted": _mnist_polluted,
+    "mnist-polluted": _mnist_polluted("cifar10"),
+    "mnist-polluted-randp": _mnist_polluted("random-process"),
     "svhn": _builtin("svhn", "train", "test", "extra"),
     "cifar10": _builtin("cifar10", "train", "test", None),
     # Issue #13's protocol for active learning on a pretrained backbone, offline.
