@@ -12,7 +12,13 @@ from dpal.data.tasks import Task
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
-torch.set_num_threads(2)
+# Under pytest-xdist (`make test` runs two workers) each worker gets one thread, and so do the
+# command-line subprocesses that tests start; alone, a run uses both cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
 
 @pytest.fixture(scope="session")

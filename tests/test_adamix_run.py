@@ -38,6 +38,7 @@ def test_fewshot_split_takes_k_per_class_from_the_pool_or_a_public_tail(task):
         fewshot_split(task, 500, seed=0, holdout=100)
 
 
+@pytest.mark.slow  # every arm on a backbone head runs in test_adamix_backbone
 def test_every_arm_runs_and_the_table_reports_error_increase(tmp_path, task):
     config = AdamixConfig(
         dataset="synthetic",

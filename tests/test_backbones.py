@@ -267,6 +267,7 @@ def test_an_interrupted_extraction_keeps_its_finished_chunks(small_task, tmp_pat
     assert computed == [8, 8, 0, 8, 8]  # the rerun computes only the two chunks not saved
 
 
+@pytest.mark.slow  # the API path of each mode runs in the default suite
 def test_the_command_line_trains_a_backbone_probe_and_eval_reads_it(small_task, tmp_path,
                                                                     capsys):  # fmt: skip
     from dpal.cli import main

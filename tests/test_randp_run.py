@@ -24,6 +24,7 @@ def color_task() -> Task:
     )
 
 
+@pytest.mark.slow  # the full recipe's few steps run by default
 def test_cpu_recipe_with_baselines_at_toy_scale(tmp_path, color_task):
     recipe = RECIPES["cpu"]
     config = RandpConfig(

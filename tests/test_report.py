@@ -46,6 +46,7 @@ def test_report_of_an_improvement_shows_every_event_and_the_bought_examples(tmp_
     assert '<img src="data:image/png;base64,' in html and _no_outside_files(html)
 
 
+@pytest.mark.slow  # the improvement report runs by default
 def test_report_of_a_training_run_and_of_a_reproduced_figure(tmp_path, npz_dataset):
     dp = tmp_path / "dp"
     train(

@@ -73,7 +73,12 @@ def tiny(figure: str, dataset: str):
     }[figure]
 
 
-@pytest.mark.parametrize("figure", ["fig1", "fig3", "fig4", "fig5"])
+# fig4 runs by default; the others share its runner and are slow (2 minutes each)
+FIGURES = [pytest.param(f, marks=[] if f == "fig4" else [pytest.mark.slow])
+           for f in ("fig1", "fig3", "fig4", "fig5")]  # fmt: skip
+
+
+@pytest.mark.parametrize("figure", FIGURES)
 def test_every_figure_runs_end_to_end_and_replots_from_saved_cells(tmp_path, npz_dataset, figure):
     out = tmp_path / "out"
     config = tiny(figure, npz_dataset)
@@ -139,6 +144,7 @@ def test_interrupted_cell_is_set_aside_and_rerun_finished_ones_are_not(tmp_path)
     assert (aside / "ledger.json").exists()  # what the interrupted cell spent is kept
 
 
+@pytest.mark.slow  # test_experiment resumes without redoing cells by default
 def test_experiment_resumes_after_an_interrupted_cell(tmp_path, npz_dataset, monkeypatch):
     import dpal.methods.active_learning.experiment as experiment
 

@@ -62,6 +62,7 @@ def _write_svhn(root, splits):
         )
 
 
+@pytest.mark.slow  # rotation pretraining is tested by default; this is the SVHN file path
 def test_svhn_path_end_to_end_on_files_in_svhn_format(tmp_path):
     data = tmp_path / "data"
     _write_svhn(data, (("train", 300, 0), ("test", 100, 1), ("extra", 300, 2)))
