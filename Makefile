@@ -34,7 +34,7 @@ typecheck: $(VENV)/.installed
 # Two workers, one thread each: most tests are small tensors, where a second process beats a
 # second thread (the default run took 2,030 s on 2 cores in one process).
 test: lint typecheck
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/dpsgd_throughput.py

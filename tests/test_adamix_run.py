@@ -85,6 +85,7 @@ def test_adamix_options_need_a_public_set():
         TrainConfig(epsilon=1.0, public_set="p.npz", public_mix=1.5)
 
 
+@pytest.mark.slow  # your own module through AdaMix; every arm on a backbone head runs by default
 def test_adamix_trains_your_own_module(tmp_path, task):
     from tests.test_backbones import make_user_net
 

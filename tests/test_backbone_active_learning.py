@@ -15,6 +15,9 @@ from dpal.training.finetune import FinetuneConfig
 from dpal.training.trainer import train
 from tests.conftest import make_images
 
+# one worker builds the module fixture once (make test: pytest -n 2 --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("backbone-probe")
+
 
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory):

@@ -168,7 +168,11 @@ def test_cached_features_are_reused_and_invalidated_by_backbone_or_resolution(
     assert {m["image_size"] for m in meta} == {32, 48}
 
 
-@pytest.mark.parametrize("mode", ["linear-probe", "last-blocks", "full"])
+# linear-probe by default; the two modes that backpropagate through EfficientNet take ~75 s each
+SLOW_MODES = [pytest.param(m, marks=pytest.mark.slow) for m in ("last-blocks", "full")]
+
+
+@pytest.mark.parametrize("mode", ["linear-probe", *SLOW_MODES])
 def test_each_finetuning_mode_is_one_dpsgd_run_in_its_ledger(small_task, tmp_path, mode):
     config = TrainConfig(dataset="two-tone", model="efficientnet-lite0", finetune=mode,
                          image_size=32, epochs=1, batch_size=16, lr=0.5, epsilon=8.0,

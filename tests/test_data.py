@@ -170,7 +170,11 @@ def test_pixels_use_public_constants():
     assert x.flatten().tolist() == [-1.0, 1.0]  # fixed mapping, no dataset statistics
 
 
-@pytest.mark.parametrize("name", ["mnist-polluted", "mnist-polluted-randp"])
+# the random-process polluter is drawn for the test (~30 s): slow
+RANDP = pytest.param("mnist-polluted-randp", marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize("name", ["mnist-polluted", RANDP])
 def test_polluted_pool(shared_data, name):
     task = load_task(name, data_dir=shared_data, download=False)
     assert len(task.private) == 30_000 and len(task.public) == 37_500

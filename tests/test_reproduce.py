@@ -103,6 +103,9 @@ def test_every_figure_runs_end_to_end_and_replots_from_saved_cells(tmp_path, npz
     assert again == rows
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # nothing re-run
     assert sorted(p.name for p in fig_dir.glob("*.png")) == pngs
+    if figure == "fig4":  # the same folder with another configuration is refused, not mixed
+        with pytest.raises(DpalError, match="another configuration"):
+            reproduce(figure, replace(config, n_each=(1, 5)), out, progress=False)
     if figure == "fig3":  # the gap, paired by seed, and the polluted images bought
         table = (fig_dir / "results.md").read_text()
         assert "| rejects | 20 |" in table and "| labels as a class | 20 |" in table
@@ -144,6 +147,7 @@ def test_interrupted_cell_is_set_aside_and_rerun_finished_ones_are_not(tmp_path)
     assert (aside / "ledger.json").exists()  # what the interrupted cell spent is kept
 
 
+@pytest.mark.slow  # test_experiment resumes without redoing cells by default
 @pytest.mark.slow  # test_experiment resumes without redoing cells by default
 def test_experiment_resumes_after_an_interrupted_cell(tmp_path, npz_dataset, monkeypatch):
     import dpal.methods.active_learning.experiment as experiment
@@ -187,10 +191,3 @@ def test_plot_only_without_results_says_to_run_first(tmp_path):
 def test_unknown_config_fields_are_refused_with_the_known_ones():
     with pytest.raises(DpalError, match=r"unknown fields.*known"):
         config_from_dict(Fig4Config, {"n_eachh": [1]})
-
-
-def test_a_folder_of_another_configuration_is_refused(tmp_path, npz_dataset):
-    config = tiny("fig4", npz_dataset)
-    reproduce("fig4", config, tmp_path, progress=False)
-    with pytest.raises(DpalError, match="another configuration"):
-        reproduce("fig4", replace(config, n_each=(1, 5)), tmp_path, progress=False)
