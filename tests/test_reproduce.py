@@ -148,7 +148,6 @@ def test_interrupted_cell_is_set_aside_and_rerun_finished_ones_are_not(tmp_path)
 
 
 @pytest.mark.slow  # test_experiment resumes without redoing cells by default
-@pytest.mark.slow  # test_experiment resumes without redoing cells by default
 def test_experiment_resumes_after_an_interrupted_cell(tmp_path, npz_dataset, monkeypatch):
     import dpal.methods.active_learning.experiment as experiment
 

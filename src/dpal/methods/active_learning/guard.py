@@ -7,8 +7,8 @@ a small skewed set makes the network forget (docs/RESULTS.md: both happen). The 
 chosen by the strategy), fine-tunes on the strategy's labels, and compares the fine-tuned model
 with the starting model on the random ones. The starting model is kept only when it scores
 strictly higher: a tie is no evidence that fine-tuning hurt, and the labels were bought to be
-used (four cells of the first issue-15 study tied, ~160–800 validation labels being too few to
-tell two good models apart); when the fine-tuned recipe wins it is refitted on
+used (four cells of the first issue-15 study tied, at 500–2,000 labels: 100–400 validation
+labels are too few to tell two good models apart); when the fine-tuned recipe wins it is refitted on
 *all* bought labels, the random ones included, so no label is wasted. Everything here reads
 public data and released models only: post-processing, no ε.
 
