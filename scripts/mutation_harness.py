@@ -174,8 +174,10 @@ MUTATIONS = (
         "density-entry-missing",
         "NearPrivate's density histogram runs without a ledger entry",
         "src/dpal/selection/near_private.py",
-        '        first_entry = ledger.record(\n            "laplace",',
-        '        first_entry = 0 and ledger.record(\n            "laplace",',
+        "        first_entry = ledger.record(\n            kind,\n            "
+        'mechanism="near-private:density-counts",',
+        "        first_entry = 0 and ledger.record(\n            kind,\n            "
+        'mechanism="near-private:density-counts",',
         (
             "tests/test_selection.py::"
             "test_near_private_records_both_mechanisms_and_total_matches_dp_accounting",

@@ -11,7 +11,7 @@ LAYERS = [
     {"data", "models", "privacy"},
     {"training", "selection", "labeling"},
     {"runs"},
-    {"methods"},
+    {"methods", "audit"},
     {"reproduce", "report"},
     {"cli"},
 ]

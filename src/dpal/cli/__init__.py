@@ -7,10 +7,10 @@ import argparse
 import sys
 from typing import Any
 
-from dpal.cli import data, experiments, improve, methods, privacy, report, train
+from dpal.cli import audit, data, experiments, improve, methods, privacy, report, train
 from dpal.core.errors import DpalError, DpalWarning
 
-GROUPS = (data, privacy, train, improve, experiments, methods, report)
+GROUPS = (data, privacy, train, improve, experiments, methods, report, audit)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -134,6 +134,7 @@ def _select_config(a: argparse.Namespace) -> Any:
         pool_filter=a.pool_filter,
         seed=a.seed,
         deterministic_noise=a.deterministic_noise,
+        secure_noise=a.secure_noise,
     )
 
 

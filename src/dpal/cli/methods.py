@@ -35,6 +35,7 @@ def cmd_adamix_run(a: argparse.Namespace) -> None:
                 if (v := getattr(a, k)) is not None
             },
             deterministic_noise=a.deterministic_noise,
+            secure_noise=a.secure_noise,
         ),
     )
     out = a.out or f"runs/adamix-{a.dataset}-k{a.public_per_class}"
@@ -58,8 +59,12 @@ def cmd_randp_run(a: argparse.Namespace) -> None:
     train = None  # None: the recipe's
     if a.standardize_features is not None:
         train = replace(recipe.train, standardize_features=a.standardize_features)
-    if a.deterministic_noise:
-        train = replace(train or recipe.train, deterministic_noise=True)
+    if a.deterministic_noise or a.secure_noise:
+        train = replace(
+            train or recipe.train,
+            deterministic_noise=a.deterministic_noise,
+            secure_noise=a.secure_noise,
+        )
     prior = None
     if a.prior_steps is not None:
         prior = replace(recipe.prior, steps=a.prior_steps)

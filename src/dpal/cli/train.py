@@ -48,6 +48,7 @@ def cmd_train(a: argparse.Namespace) -> None:
             holdout=a.holdout,
             seed=a.seed,
             deterministic_noise=a.deterministic_noise,
+            secure_noise=a.secure_noise,
             init=a.init,
             linear_probe_epochs=a.linear_probe_epochs,
         )

@@ -99,9 +99,23 @@ def _pld_epsilon(event: dp_event.DpEvent, delta: float) -> float:
     return float(acc.get_epsilon(delta))
 
 
+def _for_rdp(event: dp_event.DpEvent) -> dp_event.DpEvent:
+    """``event`` with each discrete Laplace (which dp_accounting's RDP accountant does not know)
+    replaced by a zCDP event that bounds it: a mechanism that is ε-DP is ½ε²-zCDP (Bun & Steinke
+    2016, Prop. 1.4), and the discrete Laplace of parameter a on sensitivity Δ is (aΔ)-DP."""
+    if isinstance(event, dp_event.DiscreteLaplaceDpEvent):
+        pure = event.noise_parameter * event.sensitivity
+        return dp_event.ZCDpEvent(0.5 * pure**2)
+    if isinstance(event, dp_event.ComposedDpEvent):
+        return dp_event.ComposedDpEvent([_for_rdp(e) for e in event.events])
+    if isinstance(event, dp_event.SelfComposedDpEvent):
+        return dp_event.SelfComposedDpEvent(_for_rdp(event.event), event.count)
+    return event
+
+
 def _rdp_epsilon(event: dp_event.DpEvent, delta: float) -> float:
     acc = rdp_privacy_accountant.RdpAccountant(neighboring_relation=_ADD_REMOVE)
-    acc.compose(event)
+    acc.compose(_for_rdp(event))
     return float(acc.get_epsilon(delta))
 
 

@@ -39,9 +39,9 @@ from dpal.core.errors import DpalError
 from dpal.privacy.accounting import DpsgdSchedule, check_delta, epsilon
 
 FORMAT = "dpal-ledger/1"
-Kind = Literal["dpsgd", "gaussian", "laplace", "nonprivate"]
+Kind = Literal["dpsgd", "gaussian", "laplace", "discrete-laplace", "nonprivate"]
 Status = Literal["pending", "done", "void"]
-KINDS = ("dpsgd", "gaussian", "laplace", "nonprivate")
+KINDS = ("dpsgd", "gaussian", "laplace", "discrete-laplace", "nonprivate")
 STATUSES = ("pending", "done", "void")
 REPAIR = (
     "restore it from a backup, or rebuild it from the run's checkpoints with "
@@ -55,7 +55,8 @@ class Entry:
 
     ``params`` by kind — ``dpsgd``: noise_multiplier, sample_rate, steps; ``gaussian``:
     noise_multiplier (noise std / L2 sensitivity); ``laplace``: noise_multiplier (scale / L1
-    sensitivity, i.e. 1/ε); ``nonprivate``: none (ε = ∞).
+    sensitivity, i.e. 1/ε); ``discrete-laplace`` (``--secure-noise``): scale (t of
+    P(z) ∝ exp(−|z|/t)) and sensitivity (an integer L1 bound); ``nonprivate``: none (ε = ∞).
     """
 
     id: int
@@ -80,6 +81,10 @@ class Entry:
             return dp_event.GaussianDpEvent(p["noise_multiplier"])
         if self.kind == "laplace":
             return dp_event.LaplaceDpEvent(p["noise_multiplier"])
+        if self.kind == "discrete-laplace":
+            if p["scale"] <= 0 or p["sensitivity"] != int(p["sensitivity"]):
+                raise DpalError(f"discrete-laplace needs scale > 0, integer sensitivity: {p}")
+            return dp_event.DiscreteLaplaceDpEvent(1.0 / p["scale"], int(p["sensitivity"]))
         return dp_event.NonPrivateDpEvent()
 
 

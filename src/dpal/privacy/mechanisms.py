@@ -16,6 +16,8 @@ from scipy import optimize, special
 
 from dpal.core.errors import DpalError
 from dpal.privacy.accounting import check_delta, check_epsilon
+from dpal.privacy.noise_source import NumpyNoise, as_numpy_noise
+from dpal.privacy.secure_noise import SecureNoise
 
 
 def gaussian_delta(noise_multiplier: float, epsilon: float) -> float:
@@ -45,7 +47,7 @@ def clip_rows(x: np.ndarray, max_norm: float = 1.0) -> np.ndarray:
 
 
 def dp_second_moment(
-    x: np.ndarray, *, noise_multiplier: float, rng: np.random.Generator | int | None
+    x: np.ndarray, *, noise_multiplier: float, rng: NumpyNoise | int | None
 ) -> np.ndarray:
     """XᵀX + E for rows of X clipped to norm ≤ 1, E symmetric with i.i.d. N(0, σ²) entries on and
     above the diagonal (σ = ``noise_multiplier``).
@@ -56,7 +58,7 @@ def dp_second_moment(
     standard deviation σ on each released entry is the Gaussian mechanism with multiplier σ
     (``GaussianDpEvent(σ)``). The entries below the diagonal are copies: post-processing.
     """
-    rng = np.random.default_rng(rng)
+    rng = as_numpy_noise(rng)
     x = clip_rows(np.asarray(x, dtype=np.float64))
     d = x.shape[1]
     gram = x.T @ x
@@ -69,7 +71,7 @@ def dp_pca_components(
     n_components: int,
     *,
     noise_multiplier: float,
-    rng: np.random.Generator | int | None,
+    rng: NumpyNoise | int | None,
 ) -> np.ndarray:
     """Top ``n_components`` eigenvectors (``[d, p]``) of the noisy second moment of ``x``."""
     if not 1 <= n_components <= x.shape[1]:
@@ -80,14 +82,19 @@ def dp_pca_components(
 
 
 def laplace_counts(
-    counts: np.ndarray, *, epsilon: float, sensitivity: float, rng: np.random.Generator | int | None
+    counts: np.ndarray, *, epsilon: float, sensitivity: float, rng: NumpyNoise | int | None
 ) -> np.ndarray:
     """``counts`` + Laplace noise of scale Δ₁/ε on **every** count: ε-DP for a histogram whose
-    L1 sensitivity is ``sensitivity`` (the scale is Δ/ε — not ε, not 1/Δ)."""
+    L1 sensitivity is ``sensitivity`` (the scale is Δ/ε — not ε, not 1/Δ).
+
+    With a :class:`~dpal.privacy.secure_noise.SecureNoise` source: the discrete Laplace of scale
+    ⌈Δ/ε⌉ on integer counts instead (ε-DP, exact; ledger kind ``discrete-laplace``)."""
     check_epsilon(epsilon, "epsilon_support")
     if sensitivity <= 0:
         raise DpalError(f"sensitivity must be > 0, got {sensitivity}.")
-    rng = np.random.default_rng(rng)
+    rng = as_numpy_noise(rng)
+    if isinstance(rng, SecureNoise):
+        return rng.discrete_laplace_counts(counts, epsilon=epsilon, sensitivity=sensitivity)
     return np.asarray(counts, dtype=np.float64) + rng.laplace(
         0.0, sensitivity / epsilon, np.shape(counts)
     )

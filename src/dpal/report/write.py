@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dpal.core.errors import DpalError
 from dpal.report.document import Doc
-from dpal.report.privacy import ledger_section
+from dpal.report.privacy import audit_section, ledger_section
 from dpal.report.results import _experiment, _improvement
 
 
@@ -55,6 +55,7 @@ def write_report(run_dir: str | Path, *, data_dir: str | None = None) -> tuple[P
             f"{run} holds no dpal run: expected the folder of `dpal train`, `dpal improve`, "
             "`dpal run` or one figure of `dpal reproduce` (e.g. runs/reproduce/fig3)."
         )
+    audit_section(doc, run)
     md, page = out / "report.md", out / "report.html"
     md.write_text(doc.markdown())
     page.write_text(doc.html(f"dpal report: {run.resolve().name}"))

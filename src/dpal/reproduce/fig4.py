@@ -55,6 +55,7 @@ def _fig4_cells(config: Fig4Config, task: Task, run: FigureRun) -> Iterator[Cell
                         delta=final["delta"],
                         seed=seed,
                         deterministic_noise=config.train.deterministic_noise,
+                        secure_noise=config.train.secure_noise,
                     )
                     ft = replace(config.finetune, seed=seed)
                     result, resolved = improve_cell(final["path"], cell_dir, select, ft, task=task)

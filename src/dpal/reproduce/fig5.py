@@ -52,6 +52,7 @@ def _fig5_cells(config: Fig5Config, task: Task, run: FigureRun) -> Iterator[Cell
                 delta=final["delta"],
                 seed=seed,
                 deterministic_noise=config.train.deterministic_noise,
+                secure_noise=config.train.secure_noise,
             )
             ft = replace(config.finetune, seed=seed)
             result, resolved = improve_cell(start["path"], cell_dir, select, ft, task=task)

@@ -56,6 +56,7 @@ from dpal.core.neighbours import nearest
 from dpal.privacy.accounting import check_delta, check_epsilon
 from dpal.privacy.ledger import Ledger
 from dpal.privacy.mechanisms import calibrate_gaussian, dp_pca_components, laplace_counts
+from dpal.privacy.noise_source import NumpyNoise, as_numpy_noise, laplace_entry
 from dpal.selection import private_density
 from dpal.selection.strategies import check_request, top_uncertain
 
@@ -156,14 +157,16 @@ def near_private(
     *,
     config: NearPrivateConfig,
     ledger: Ledger,
-    rng: np.random.Generator | int | None = None,
+    rng: NumpyNoise | int | None = None,
     noise: str = "",
+    clusters: private_density.PoolClusters | None = None,
 ) -> NearPrivateResult:
     """Run NearPrivate; both mechanisms are recorded in ``ledger`` (pending) before they run.
 
     ``rng`` draws both mechanisms' noise (and seeds the public clustering): pass one seeded from
     OS entropy (``dpal.privacy.noise_source.numpy_noise_rng``) for a release; ``noise`` says
-    which it is, in the ledger.
+    which it is, in the ledger. ``clusters``: the public clustering of the pool's features
+    (:func:`public_features`), when the caller has made it (the audit: once for many runs).
 
     The caller marks the two entries done once the selection is saved
     (``ledger.resolve(i, "done")`` for ``i`` in ``result.ledger_entries``).
@@ -176,7 +179,7 @@ def near_private(
         raise DpalError(f"k (candidates) must be ≥ n_labeled = {n_labeled}, got {config.k}.")
     if len(private_emb) == 0:
         raise DpalError("no private embeddings: NearPrivate needs the private training data.")
-    rng = np.random.default_rng(rng)
+    rng = as_numpy_noise(rng)
     center, scale = public_features(public_emb)
     pub = (public_emb - center) / scale
     priv = (private_emb - center) / scale
@@ -186,13 +189,16 @@ def near_private(
     supported = density = None
     if config.pool_filter == "density":
         n_clusters = min(config.n_clusters or private_density.n_clusters_for(len(pub)), len(pub))
-        clusters = private_density.cluster_pool(
-            pub, n_clusters=n_clusters, n_components=p, seed=int(rng.integers(2**31 - 1))
-        )
+        if clusters is None:
+            clusters = private_density.cluster_pool(
+                pub, n_clusters=n_clusters, n_components=p, seed=int(rng.integers(2**31 - 1))
+            )
+        n_clusters = len(clusters.centres)
+        kind, params = laplace_entry(rng, epsilon=config.epsilon_density, sensitivity=1)
         first_entry = ledger.record(
-            "laplace",
+            kind,
             mechanism="near-private:density-counts",
-            params={"noise_multiplier": 1.0 / config.epsilon_density},  # scale / Δ₁
+            params=params,
             note=f"histogram of {len(priv)} private embeddings over {n_clusters} public "
             f"clusters, ε={config.epsilon_density}, Δ₁=1",
             noise=noise,
@@ -224,10 +230,13 @@ def near_private(
     candidates = in_play[top_uncertain(unc_in_play, k)]
     counted = uncertain_private(private_unc, unc_in_play, k, config.private_selection)
     counts = support_counts(pub[candidates] @ components, priv[counted] @ components)
+    kind, params = laplace_entry(
+        rng, epsilon=config.epsilon_support, sensitivity=config.sensitivity
+    )
     support_entry = ledger.record(
-        "laplace",
+        kind,
         mechanism="near-private:support-counts",
-        params={"noise_multiplier": 1.0 / config.epsilon_support},  # scale / Δ₁
+        params=params,
         note=f"support counts of {len(candidates)} candidates, ε={config.epsilon_support}, "
         f"Δ₁={config.sensitivity:g} ({config.private_selection})",
         noise=noise,

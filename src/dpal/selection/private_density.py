@@ -35,6 +35,7 @@ from sklearn.decomposition import PCA
 
 from dpal.core.neighbours import nearest
 from dpal.privacy.mechanisms import laplace_counts
+from dpal.privacy.noise_source import NumpyNoise
 
 POINTS_PER_CLUSTER = 50
 MAX_CLUSTERS = 2000
@@ -80,7 +81,7 @@ def private_histogram(clusters: PoolClusters, private_z: np.ndarray) -> np.ndarr
 
 
 def noisy_histogram(
-    clusters: PoolClusters, private_z: np.ndarray, *, epsilon: float, rng: np.random.Generator
+    clusters: PoolClusters, private_z: np.ndarray, *, epsilon: float, rng: NumpyNoise
 ) -> np.ndarray:
     """The released histogram: Laplace(Δ₁/ε) on every cluster's private count (ε-DP)."""
     counts = private_histogram(clusters, private_z)

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dpal.privacy.noise_source import TorchNoise, randn
 from dpal.training import layer_grads
 from dpal.training.dpsgd import Params, per_example_gradients
 
@@ -171,7 +172,7 @@ def adamix_gradient(
     mix: float | str,
     noise_multiplier: float,
     expected_batch_size: float,
-    generator: torch.Generator,
+    generator: TorchNoise,
     mix_state: MixState | None = None,
     copies: int = 1,
 ) -> AdamixStep:
@@ -194,7 +195,7 @@ def adamix_gradient(
     summed = torch.zeros(dim, dtype=g_pub.dtype, device=g_pub.device)
     if len(x):
         summed = _clipped_projected_sum(model, x, y, basis, c, copies)
-    noise = torch.randn(dim, generator=generator, dtype=summed.dtype, device=summed.device)
+    noise = randn(generator, (dim,), dtype=summed.dtype, device=summed.device)
     noise = noise * noise_multiplier * c
     private_part = scale * (summed + noise) / expected_batch_size  # ĝ, subspace coordinates
 

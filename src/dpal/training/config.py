@@ -55,6 +55,9 @@ class TrainConfig:
     # entropy. Anyone who knows the seed — it is in every released summary — can then undo the
     # noise: for experiments only (dpal.privacy.noise_source).
     deterministic_noise: bool = False
+    # Every noise draw from the OS CSPRNG, Gaussian as a sum of four draws
+    # (dpal.privacy.secure_noise); excludes deterministic_noise.
+    secure_noise: bool = False
     engine: str = "auto"
     augment: str = "none"
     augment_copies: int = 1
@@ -83,6 +86,10 @@ class TrainConfig:
     nonprivate_clip: bool = False
 
     def __post_init__(self) -> None:
+        if self.deterministic_noise and self.secure_noise:
+            raise DpalError(
+                "--secure-noise and --deterministic-noise exclude each other: drop one of them."
+            )
         if self.epochs <= 0:
             raise DpalError(f"--epochs must be ≥ 1, got {self.epochs}.")
         if self.batch_size <= 0:

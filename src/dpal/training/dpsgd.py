@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from dpal.privacy.noise_source import TorchNoise, randn
 from dpal.training import layer_grads
 
 Params = dict[str, torch.Tensor]
@@ -110,7 +111,7 @@ def clipped_sum_of(
     return clipped_sum(per_copy, max_grad_norm)
 
 
-def add_gaussian_noise(summed: Params, std: float, generator: torch.Generator) -> Params:
+def add_gaussian_noise(summed: Params, std: float, generator: TorchNoise) -> Params:
     """Each coordinate of each tensor gets its own independent N(0, std²) draw.
 
     All draws come from one generator *sequentially*, so tensors of equal shape get different
@@ -119,7 +120,7 @@ def add_gaussian_noise(summed: Params, std: float, generator: torch.Generator) -
     if std == 0:
         return summed
     return {
-        k: s + torch.randn(s.shape, generator=generator, dtype=s.dtype, device=s.device) * std
+        k: s + randn(generator, s.shape, dtype=s.dtype, device=s.device) * std
         for k, s in summed.items()
     }
 
@@ -132,7 +133,7 @@ def private_gradient(
     max_grad_norm: float,
     noise_multiplier: float,
     expected_batch_size: float,
-    generator: torch.Generator,
+    generator: TorchNoise,
     engine: str = "auto",
     copies: int = 1,
 ) -> Params:

@@ -24,6 +24,7 @@ from torch import nn
 from dpal.core.errors import DpalError
 from dpal.data.arrays import ImageArrays, load_npz
 from dpal.data.tasks import Task
+from dpal.privacy.noise_source import TorchNoise
 from dpal.training.adamix import MixState, adamix_gradient
 from dpal.training.config import TrainConfig
 from dpal.training.dpsgd import Params, private_gradient
@@ -50,7 +51,7 @@ class DpsgdGradient(NonprivateGradient):
         *,
         noise_multiplier: float,
         expected_batch_size: float,
-        generator: torch.Generator,
+        generator: TorchNoise,
     ) -> None:
         self.config, self.sigma, self.generator = config, noise_multiplier, generator
         self.expected_batch_size = expected_batch_size
@@ -75,7 +76,7 @@ class DpsgdGradient(NonprivateGradient):
 class ClippedNonprivateGradient(DpsgdGradient):
     """Each example's gradient clipped at C, averaged over the batch, no noise."""
 
-    def __init__(self, config: TrainConfig, generator: torch.Generator) -> None:
+    def __init__(self, config: TrainConfig, generator: TorchNoise) -> None:
         super().__init__(config, noise_multiplier=0.0, expected_batch_size=1.0, generator=generator)
 
     def _divisor(self, x: torch.Tensor) -> float:
@@ -93,7 +94,7 @@ class AdamixGradient(NonprivateGradient):
         *,
         noise_multiplier: float,
         expected_batch_size: float,
-        generator: torch.Generator,
+        generator: TorchNoise,
         total_steps: int,
     ) -> None:
         self.config, self.public, self.sigma = config, public, noise_multiplier
@@ -144,7 +145,7 @@ def gradient_rule(
     *,
     noise_multiplier: float,
     expected_batch_size: float,
-    generator: torch.Generator,
+    generator: TorchNoise,
     total_steps: int,
     inputs: Callable[[ImageArrays], torch.Tensor] | None = None,
 ) -> NonprivateGradient:

@@ -132,9 +132,14 @@ def train(
     model = model.to(device)
     sampler_gen = torch.Generator().manual_seed(int(seeds[0]))
     noise_gen = torch_noise_generator(
-        deterministic=config.deterministic_noise, seed=int(seeds[1]), device=device
+        deterministic=config.deterministic_noise, seed=int(seeds[1]), device=device,
+        secure=config.secure_noise,
+    )  # fmt: skip
+    noise = (
+        noise_source.source(config.deterministic_noise, config.secure_noise)
+        if config.private
+        else ""
     )
-    noise = noise_source.source(config.deterministic_noise) if config.private else ""
     x, y = net.inputs(task.private).to(device), torch.from_numpy(task.private.y).to(device)
     test = (net.inputs(task.test), torch.from_numpy(task.test.y)) if task.test is not None else None
     n = len(x)
@@ -164,6 +169,7 @@ def train(
         sampler_gen.set_state(rstate["sampler_rng"])
         augment_gen.set_state(rstate["augment_rng"])
         if config.deterministic_noise:  # else: fresh OS entropy, nothing stored to restore
+            assert isinstance(noise_gen, torch.Generator)
             noise_gen.set_state(rstate["noise_rng"].cpu())
         start_epoch, lineage = summary0["epoch"], list(summary0["ledger_entries"])
     ledger = open_run_ledger(out, resume, start_epoch)
@@ -255,6 +261,7 @@ def train(
                 "augment_rng": augment_gen.get_state(),
             }
             if config.deterministic_noise:  # derivable from the seed anyway; never otherwise
+                assert isinstance(noise_gen, torch.Generator)
                 resume_state["noise_rng"] = noise_gen.get_state().cpu()
             save_checkpoint(ckpt, released.state_dict(), summary, resume_state)
             ledger.resolve(entry, "done")

@@ -196,6 +196,7 @@ def _improve_cell(
         delta=final["delta"],
         seed=seed,
         deterministic_noise=config.train.deterministic_noise,
+        secure_noise=config.train.secure_noise,
     )
     if method == EQUAL_EPSILON:
         _, fit = plan_budget(

@@ -48,8 +48,10 @@ class SelectConfig:
     # DP-PCA and support-count noise from ``seed`` instead of OS entropy (experiments only:
     # whoever knows the seed can undo the noise; dpal.privacy.noise_source).
     deterministic_noise: bool = False
+    secure_noise: bool = False  # every draw from the OS CSPRNG (dpal.privacy.secure_noise)
 
     def __post_init__(self) -> None:
+        noise_source.check_mode(deterministic=self.deterministic_noise, secure=self.secure_noise)
         if self.strategy not in STRATEGIES:
             raise DpalError(
                 f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}."
@@ -126,7 +128,9 @@ def select(
         config.n_labeled,
         config=config.near_private(),
         ledger=ledger,
-        rng=numpy_noise_rng(deterministic=config.deterministic_noise, seed=config.seed),
-        noise=noise_source.source(config.deterministic_noise),
+        rng=numpy_noise_rng(
+            deterministic=config.deterministic_noise, seed=config.seed, secure=config.secure_noise
+        ),
+        noise=noise_source.source(config.deterministic_noise, config.secure_noise),
     )
     return result.indices, list(result.ledger_entries)
