@@ -7,6 +7,8 @@ Measured on MNIST-shaped data (the TF-Privacy CNN, 26,010 parameters), 2 threads
 * non-private, tensor index  — the same loop without DataLoader overhead (a harder baseline)
 * dpal DP-SGD, engine=layers — Poisson batch, per-example clip, noise, SGD step
 * dpal DP-SGD, engine=torch.func
+* dpal DP-SGD, engine=layers, --secure-noise — every noise draw from os.urandom, a sum of four
+  Box–Muller draws (dpal.privacy.secure_noise); its ratio to the row above it is the mode's cost
 Each row runs for ``--seconds`` per round; rounds interleave the rows (to share any drift), and
 the median over rounds is reported. Ratios are DP-SGD ÷ non-private.
 """
@@ -23,6 +25,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from dpal.models import build_model
+from dpal.privacy.noise_source import TorchNoise
+from dpal.privacy.secure_noise import SecureNoise
 from dpal.training.dpsgd import private_gradient
 from dpal.training.sampling import poisson_batches
 
@@ -73,14 +77,14 @@ def main() -> None:
         opt.step()
         return b
 
-    def dpsgd(engine: str) -> Callable[[], int]:
+    def dpsgd(engine: str, noise: TorchNoise = gen) -> Callable[[], int]:
         batches = poisson_batches(n, sample_rate=b / n, steps=10**9, generator=gen)
 
         def step() -> int:
             idx = next(batches)
             grads = private_gradient(model, x[idx], y[idx], max_grad_norm=1.0,
                                      noise_multiplier=1.0, expected_batch_size=b,
-                                     generator=gen, engine=engine)  # fmt: skip
+                                     generator=noise, engine=engine)  # fmt: skip
             for name, prm in model.named_parameters():
                 prm.grad = grads[name]
             opt.step()
@@ -93,6 +97,7 @@ def main() -> None:
         "non-private, tensor index": nonprivate_index,
         "dpal DP-SGD, engine=layers": dpsgd("layers"),
         "dpal DP-SGD, engine=torch.func": dpsgd("torch.func"),
+        "dpal DP-SGD, engine=layers, --secure-noise": dpsgd("layers", SecureNoise()),
     }
     results: dict[str, list[float]] = {k: [] for k in rows}
     for _ in range(a.rounds):
@@ -105,6 +110,9 @@ def main() -> None:
     for dp in ("dpal DP-SGD, engine=layers", "dpal DP-SGD, engine=torch.func"):
         for base in ("non-private, DataLoader", "non-private, tensor index"):
             print(f"  ratio {dp.split(', ')[1]:<18} / {base:<26} {med[dp] / med[base]:.2f}")
+    secure = med["dpal DP-SGD, engine=layers, --secure-noise"]
+    plain = med["dpal DP-SGD, engine=layers"]
+    print(f"  ratio --secure-noise / default noise (engine=layers)  {secure / plain:.2f}")
 
 
 if __name__ == "__main__":
