@@ -143,3 +143,39 @@ def test_deterministic_noise_reaches_every_runner_config():
     args = parser.parse_args(["run", "mnist", "--deterministic-noise"])
     assert noise_from_seed(QUICK, args).train.deterministic_noise
     assert not QUICK.train.deterministic_noise
+
+
+def test_secure_noise_reaches_every_runner_config():
+    from dpal.cli import build_parser
+    from dpal.cli.common import noise_from_seed
+    from dpal.methods.active_learning.experiment import QUICK
+
+    parser = build_parser()
+    select = ["select", "c.pt", "--strategy", "random", "--n-labeled", "1", "--out", "x"]
+    commands = [["train", "--out", "x"], ["run", "mnist"], ["reproduce", "fig1"],
+                ["randp", "run"], ["adamix", "run"], select]  # fmt: skip
+    for argv in commands:
+        assert parser.parse_args(argv).secure_noise is False, argv
+        assert parser.parse_args([*argv, "--secure-noise"]).secure_noise, argv
+    args = parser.parse_args(["run", "mnist", "--secure-noise"])
+    assert noise_from_seed(QUICK, args).train.secure_noise
+
+
+def test_audit_of_a_training_run_is_printed_saved_and_reported(tmp_path, tiny_task, capsys):
+    from dpal.report.write import write_report
+    from dpal.training.config import TrainConfig
+    from dpal.training.trainer import train
+
+    run = tmp_path / "run"
+    train(TrainConfig(dataset="synthetic", epochs=2, batch_size=40, lr=0.5, noise_multiplier=1.0),
+          run, task=tiny_task, progress=False)  # fmt: skip
+    capsys.readouterr()
+    assert main(["audit", "dpsgd", str(run), "--canaries", "200"]) == 0
+    printed = capsys.readouterr().out
+    assert "audit lower bound ε ≥" in printed and "claimed ε =" in printed
+    saved = json.loads((run / "audit" / "dpsgd" / "audit.json").read_text())
+    assert saved["epsilon_lower"] <= saved["claimed_epsilon"]
+    md, _ = write_report(run)
+    assert "Empirical privacy audit" in md.read_text() and "≤ claim" in md.read_text()
+    assert main(["audit", "near-private"]) != 0  # neither --run nor --out: says what to give
+    assert "--run SELECT_DIR" in capsys.readouterr().err
