@@ -282,6 +282,28 @@ MUTATIONS = (
             "test_an_edited_ledger_is_refused_and_rebuild_restores_it[lower-steps]",
         ),
     ),
+    Mutation(
+        "secure-gaussian-over-four",
+        "--secure-noise sums four Gaussian draws but divides by 4, not 2 (σ/2)",
+        "src/dpal/privacy/secure_noise.py",
+        "    return total / math.sqrt(GAUSSIAN_DRAWS)",
+        "    return total / GAUSSIAN_DRAWS",
+        (
+            "tests/test_secure_noise.py::"
+            "test_dpsgd_noise_is_normal_with_the_calibrated_std_in_both_modes[secure]",
+        ),
+    ),
+    Mutation(
+        "secure-laplace-scale-inverted",
+        "--secure-noise's discrete Laplace takes ε/Δ as its scale",
+        "src/dpal/privacy/secure_noise.py",
+        "    return Fraction(math.ceil(sensitivity * SCALE_GRID / epsilon), SCALE_GRID)",
+        "    return Fraction(math.ceil(epsilon * SCALE_GRID / sensitivity), SCALE_GRID)",
+        (
+            "tests/test_secure_noise.py::"
+            "test_secure_laplace_counts_are_integers_and_epsilon_dp_on_neighbouring_counts",
+        ),
+    ),
 )
 
 
