@@ -126,39 +126,25 @@ def test_adamix_run_options_reach_the_config(monkeypatch, tmp_path):
     assert config.train.batch_size == adamix.AdamixConfig().train.batch_size  # rest: defaults
 
 
-def test_deterministic_noise_reaches_every_runner_config():
-    """--deterministic-noise on train, select, run, reproduce, randp run and adamix run; the
-    experiment configs pass it to their DP training (and from there to NearPrivate)."""
+@pytest.mark.parametrize("flag", ["--deterministic-noise", "--secure-noise"])
+def test_noise_mode_reaches_every_runner_config(flag):
+    """--deterministic-noise and --secure-noise on train, select, run, reproduce, randp run and
+    adamix run; the experiment configs pass them to their DP training (and to NearPrivate)."""
     from dpal.cli import build_parser
     from dpal.cli.common import noise_from_seed
     from dpal.methods.active_learning.experiment import QUICK
 
+    key = flag.lstrip("-").replace("-", "_")
     parser = build_parser()
     select = ["select", "c.pt", "--strategy", "random", "--n-labeled", "1", "--out", "x"]
     commands = [["train", "--out", "x"], ["run", "mnist"], ["reproduce", "fig1"],
                 ["randp", "run"], ["adamix", "run"], select]  # fmt: skip
     for argv in commands:
-        assert parser.parse_args(argv).deterministic_noise is False, argv
-        assert parser.parse_args([*argv, "--deterministic-noise"]).deterministic_noise, argv
-    args = parser.parse_args(["run", "mnist", "--deterministic-noise"])
-    assert noise_from_seed(QUICK, args).train.deterministic_noise
-    assert not QUICK.train.deterministic_noise
-
-
-def test_secure_noise_reaches_every_runner_config():
-    from dpal.cli import build_parser
-    from dpal.cli.common import noise_from_seed
-    from dpal.methods.active_learning.experiment import QUICK
-
-    parser = build_parser()
-    select = ["select", "c.pt", "--strategy", "random", "--n-labeled", "1", "--out", "x"]
-    commands = [["train", "--out", "x"], ["run", "mnist"], ["reproduce", "fig1"],
-                ["randp", "run"], ["adamix", "run"], select]  # fmt: skip
-    for argv in commands:
-        assert parser.parse_args(argv).secure_noise is False, argv
-        assert parser.parse_args([*argv, "--secure-noise"]).secure_noise, argv
-    args = parser.parse_args(["run", "mnist", "--secure-noise"])
-    assert noise_from_seed(QUICK, args).train.secure_noise
+        assert getattr(parser.parse_args(argv), key) is False, argv
+        assert getattr(parser.parse_args([*argv, flag]), key), argv
+    args = parser.parse_args(["run", "mnist", flag])
+    assert getattr(noise_from_seed(QUICK, args).train, key)
+    assert not getattr(QUICK.train, key)
 
 
 def test_audit_of_a_training_run_is_printed_saved_and_reported(tmp_path, tiny_task, capsys):
