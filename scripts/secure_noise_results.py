@@ -1,6 +1,8 @@
-"""Rows for docs/results/secure_noise_i18.json from `dpal train` run folders and their audits.
+"""Rows for docs/results/secure_noise_i18.json from `dpal train` run folders and their audits,
+or for docs/results/audit_i18.json from `dpal audit` outputs (arguments ending in audit.json).
 
     python scripts/secure_noise_results.py OUT.json RUN_DIR [RUN_DIR ...]
+    python scripts/secure_noise_results.py OUT.json AUDIT_DIR/audit.json [...]
 
 Each row: the run's dataset, model, noise mode (from its ledger), seed, ε (the last checkpoint's,
 PLD), test accuracy of the last checkpoint, wall seconds; and, where `dpal audit dpsgd` ran in
@@ -34,8 +36,29 @@ def row(run: Path) -> dict[str, object]:
     return out
 
 
+def audit_row(path: Path) -> dict[str, object]:
+    a = json.loads(path.read_text())
+    out = {k: a[k] for k in ("mechanism", "method", "claimed_epsilon", "epsilon_lower",
+                             "confidence", "delta")}  # fmt: skip
+    out["noise"] = "secure" if a["noise"].startswith("os-csprng") else "default"
+    out.update({k: a[k] for k in ("canaries", "guesses", "correct", "noise_multiplier",
+                                  "sample_rate", "steps") if k in a})  # fmt: skip
+    if "events" in a:
+        out["trials"] = a["config"]["trials"]
+        out["events"] = a["events"]
+    out["audit"] = str(path)
+    return out
+
+
 if __name__ == "__main__":
-    rows = [row(Path(r)) for r in sys.argv[2:]]
+    paths = [Path(r) for r in sys.argv[2:]]
+    if all(p.name == "audit.json" for p in paths):
+        audits = [audit_row(p) for p in paths]
+        Path(sys.argv[1]).write_text(json.dumps(audits, indent=1, ensure_ascii=False) + "\n")
+        for r in audits:
+            print(r["mechanism"], r["noise"], r["claimed_epsilon"], r["epsilon_lower"])
+        raise SystemExit(0)
+    rows = [row(p) for p in paths]
     Path(sys.argv[1]).write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
     for r in rows:
         print(r["noise"], r["seed"], f"{100 * float(r['test_accuracy']):.2f}", r["epsilon_total"])
