@@ -155,3 +155,17 @@ def test_near_private_with_secure_noise_records_discrete_laplace_entries(tmp_pat
     assert {e.noise for e in ledger.entries} == {noise_source.SECURE}
     density, support = (float(e.params["scale"]) for e in ledger.entries)
     assert 1 / density <= 0.4 and 1 / support <= 0.6  # default ε_density, ε_support
+
+
+def test_budget_plans_the_discrete_laplace_that_secure_noise_records(tmp_path):
+    """plan_budget accounts ``selection_events``; in secure mode they are the discrete Laplace
+    events the selection then records, so the planned ε is the ε that lands in the ledger."""
+    from dpal.selection.near_private import NearPrivateConfig, near_private, selection_events
+
+    config = NearPrivateConfig(k=100, n_components=4, discrete_laplace=True)
+    rng = np.random.default_rng(0)
+    ledger = Ledger(tmp_path / "ledger.json")
+    near_private(rng.normal(size=(300, 6)), rng.uniform(size=300), rng.normal(size=(200, 6)),
+                 rng.uniform(size=200), 10, config=config, ledger=ledger,
+                 rng=SecureNoise())  # fmt: skip
+    assert [e.event() for e in ledger.entries] == selection_events(config, 1e-5)

@@ -57,6 +57,7 @@ from dpal.privacy.accounting import check_delta, check_epsilon
 from dpal.privacy.ledger import Ledger
 from dpal.privacy.mechanisms import calibrate_gaussian, dp_pca_components, laplace_counts
 from dpal.privacy.noise_source import NumpyNoise, as_numpy_noise, laplace_entry
+from dpal.privacy.secure_noise import discrete_laplace_scale
 from dpal.selection import private_density
 from dpal.selection.strategies import check_request, top_uncertain
 
@@ -75,6 +76,8 @@ class NearPrivateConfig:
     private_selection: str = "threshold"
     pool_filter: str = "density"
     n_clusters: int | None = None  # density filter; None: from the pool size
+    # The counts' noise is the exact discrete Laplace (--secure-noise): what the accountant plans.
+    discrete_laplace: bool = False
 
     def __post_init__(self) -> None:
         check_epsilon(self.epsilon_pca, "epsilon_pca")
@@ -106,10 +109,17 @@ class NearPrivateConfig:
 def selection_events(config: NearPrivateConfig, delta: float) -> list[dp_event.DpEvent]:
     """The mechanisms ``near_private`` runs with ``config``, for the accountant (DP-PCA is
     calibrated at ``delta``, the δ it will be recorded at)."""
+
     # dp_accounting's Laplace parameter is the noise scale over the sensitivity: 1/ε for both.
-    counts = dp_event.LaplaceDpEvent(1.0 / config.epsilon_support)
+    def laplace(epsilon: float, sensitivity: float) -> dp_event.DpEvent:
+        if config.discrete_laplace:  # the scale secure_noise draws at, rounded up
+            scale = discrete_laplace_scale(epsilon, int(sensitivity))
+            return dp_event.DiscreteLaplaceDpEvent(1.0 / float(scale), int(sensitivity))
+        return dp_event.LaplaceDpEvent(1.0 / epsilon)
+
+    counts = laplace(config.epsilon_support, config.sensitivity)
     if config.pool_filter == "density":
-        return [dp_event.LaplaceDpEvent(1.0 / config.epsilon_density), counts]
+        return [laplace(config.epsilon_density, 1), counts]
     sigma = calibrate_gaussian(epsilon=config.epsilon_pca, delta=delta)
     return [dp_event.GaussianDpEvent(sigma), counts]
 

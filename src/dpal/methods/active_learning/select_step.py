@@ -79,6 +79,7 @@ class SelectConfig:
             delta=self.delta,
             private_selection=self.private_selection,
             pool_filter=self.pool_filter,
+            discrete_laplace=self.secure_noise,
         )
 
 
