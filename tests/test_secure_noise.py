@@ -99,7 +99,8 @@ def test_secure_laplace_refuses_real_valued_statistics():
 
 def test_ledger_records_the_discrete_laplace_and_both_accountants_compose_it(tmp_path):
     rng = noise_source.numpy_noise_rng(deterministic=False, seed=0, secure=True)
-    kind, params = noise_source.laplace_entry(rng, epsilon=0.6, sensitivity=1)
+    assert isinstance(rng, SecureNoise)
+    kind, params = noise_source.laplace_entry(discrete=True, epsilon=0.6, sensitivity=1)
     assert kind == "discrete-laplace"
     ledger = Ledger(tmp_path / "ledger.json")
     entry = ledger.record(kind, mechanism="counts", params=params, noise=noise_source.SECURE)

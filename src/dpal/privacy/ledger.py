@@ -70,22 +70,26 @@ class Entry:
     noise: str = ""  # where its noise came from (dpal.privacy.noise_source); "" = no noise
 
     def event(self) -> dp_event.DpEvent:
-        p = self.params
-        if self.kind == "dpsgd":
-            return DpsgdSchedule(
-                noise_multiplier=p["noise_multiplier"],
-                sample_rate=p["sample_rate"],
-                steps=int(p["steps"]),
-            ).event()
-        if self.kind == "gaussian":
-            return dp_event.GaussianDpEvent(p["noise_multiplier"])
-        if self.kind == "laplace":
-            return dp_event.LaplaceDpEvent(p["noise_multiplier"])
-        if self.kind == "discrete-laplace":
-            if p["scale"] <= 0 or p["sensitivity"] != int(p["sensitivity"]):
-                raise DpalError(f"discrete-laplace needs scale > 0, integer sensitivity: {p}")
-            return dp_event.DiscreteLaplaceDpEvent(1.0 / p["scale"], int(p["sensitivity"]))
-        return dp_event.NonPrivateDpEvent()
+        return event_for(self.kind, self.params)
+
+
+def event_for(kind: Kind, p: dict[str, float]) -> dp_event.DpEvent:
+    """The dp_accounting event of an entry of ``kind`` with params ``p`` (see :class:`Entry`)."""
+    if kind == "dpsgd":
+        return DpsgdSchedule(
+            noise_multiplier=p["noise_multiplier"],
+            sample_rate=p["sample_rate"],
+            steps=int(p["steps"]),
+        ).event()
+    if kind == "gaussian":
+        return dp_event.GaussianDpEvent(p["noise_multiplier"])
+    if kind == "laplace":
+        return dp_event.LaplaceDpEvent(p["noise_multiplier"])
+    if kind == "discrete-laplace":
+        if p["scale"] <= 0 or p["sensitivity"] != int(p["sensitivity"]):
+            raise DpalError(f"discrete-laplace needs scale > 0, integer sensitivity: {p}")
+        return dp_event.DiscreteLaplaceDpEvent(1.0 / p["scale"], int(p["sensitivity"]))
+    return dp_event.NonPrivateDpEvent()
 
 
 @dataclass(frozen=True)

@@ -84,12 +84,12 @@ def as_numpy_noise(rng: NumpyNoise | int | None) -> NumpyNoise:
 
 
 def laplace_entry(
-    rng: NumpyNoise, *, epsilon: float, sensitivity: float
+    *, discrete: bool, epsilon: float, sensitivity: float
 ) -> tuple[Literal["laplace", "discrete-laplace"], dict[str, float]]:
-    """The ledger kind and parameters of ``laplace_counts`` run with ``rng``: the continuous
-    Laplace (dp_accounting's parameter: scale / Δ₁ = 1/ε), or — with a SecureNoise source — the
-    discrete Laplace it draws instead, at the scale it actually uses."""
-    if isinstance(rng, SecureNoise):
+    """The ledger kind and parameters of ``laplace_counts``: the continuous Laplace
+    (dp_accounting's parameter: scale / Δ₁ = 1/ε), or — ``discrete``, what a SecureNoise source
+    draws — the discrete Laplace at the scale it actually uses."""
+    if discrete:
         scale = discrete_laplace_scale(epsilon, int(sensitivity))
         return "discrete-laplace", {"scale": float(scale), "sensitivity": float(sensitivity)}
     return "laplace", {"noise_multiplier": 1.0 / epsilon}

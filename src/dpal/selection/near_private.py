@@ -54,10 +54,10 @@ from sklearn.decomposition import PCA
 from dpal.core.errors import DpalError
 from dpal.core.neighbours import nearest
 from dpal.privacy.accounting import check_delta, check_epsilon
-from dpal.privacy.ledger import Ledger
+from dpal.privacy.ledger import Ledger, event_for
 from dpal.privacy.mechanisms import calibrate_gaussian, dp_pca_components, laplace_counts
 from dpal.privacy.noise_source import NumpyNoise, as_numpy_noise, laplace_entry
-from dpal.privacy.secure_noise import discrete_laplace_scale
+from dpal.privacy.secure_noise import SecureNoise
 from dpal.selection import private_density
 from dpal.selection.strategies import check_request, top_uncertain
 
@@ -110,12 +110,12 @@ def selection_events(config: NearPrivateConfig, delta: float) -> list[dp_event.D
     """The mechanisms ``near_private`` runs with ``config``, for the accountant (DP-PCA is
     calibrated at ``delta``, the δ it will be recorded at)."""
 
-    # dp_accounting's Laplace parameter is the noise scale over the sensitivity: 1/ε for both.
+    # The same kind and parameters the selection records in the ledger (laplace_entry).
     def laplace(epsilon: float, sensitivity: float) -> dp_event.DpEvent:
-        if config.discrete_laplace:  # the scale secure_noise draws at, rounded up
-            scale = discrete_laplace_scale(epsilon, int(sensitivity))
-            return dp_event.DiscreteLaplaceDpEvent(1.0 / float(scale), int(sensitivity))
-        return dp_event.LaplaceDpEvent(1.0 / epsilon)
+        entry = laplace_entry(
+            discrete=config.discrete_laplace, epsilon=epsilon, sensitivity=sensitivity
+        )
+        return event_for(*entry)
 
     counts = laplace(config.epsilon_support, config.sensitivity)
     if config.pool_filter == "density":
@@ -190,6 +190,7 @@ def near_private(
     if len(private_emb) == 0:
         raise DpalError("no private embeddings: NearPrivate needs the private training data.")
     rng = as_numpy_noise(rng)
+    discrete = isinstance(rng, SecureNoise)  # laplace_counts then draws the discrete Laplace
     center, scale = public_features(public_emb)
     pub = (public_emb - center) / scale
     priv = (private_emb - center) / scale
@@ -204,7 +205,9 @@ def near_private(
                 pub, n_clusters=n_clusters, n_components=p, seed=int(rng.integers(2**31 - 1))
             )
         n_clusters = len(clusters.centres)
-        kind, params = laplace_entry(rng, epsilon=config.epsilon_density, sensitivity=1)
+        kind, params = laplace_entry(
+            discrete=discrete, epsilon=config.epsilon_density, sensitivity=1
+        )
         first_entry = ledger.record(
             kind,
             mechanism="near-private:density-counts",
@@ -241,7 +244,7 @@ def near_private(
     counted = uncertain_private(private_unc, unc_in_play, k, config.private_selection)
     counts = support_counts(pub[candidates] @ components, priv[counted] @ components)
     kind, params = laplace_entry(
-        rng, epsilon=config.epsilon_support, sensitivity=config.sensitivity
+        discrete=discrete, epsilon=config.epsilon_support, sensitivity=config.sensitivity
     )
     support_entry = ledger.record(
         kind,

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from dpal.core.errors import DpalError
+from dpal.privacy import noise_source
 from dpal.privacy.accounting import check_delta, check_epsilon
 from dpal.training.augment import AUGMENTATIONS
 
@@ -86,10 +87,7 @@ class TrainConfig:
     nonprivate_clip: bool = False
 
     def __post_init__(self) -> None:
-        if self.deterministic_noise and self.secure_noise:
-            raise DpalError(
-                "--secure-noise and --deterministic-noise exclude each other: drop one of them."
-            )
+        noise_source.check_mode(deterministic=self.deterministic_noise, secure=self.secure_noise)
         if self.epochs <= 0:
             raise DpalError(f"--epochs must be ≥ 1, got {self.epochs}.")
         if self.batch_size <= 0:
