@@ -96,3 +96,11 @@ def test_near_private_audit_sees_laplace_noise_ten_times_too_small(tmp_path, mon
     report = audit_near_private(NearPrivateAuditConfig(trials=NP_TRIALS), tmp_path)
     assert report["epsilon_lower"] > report["claimed_epsilon"]
     assert any(e["epsilon_lower"] > e["claimed_epsilon"] for e in report["events"][:2])
+
+
+def test_dpsgd_audit_reruns_into_the_same_folder(tmp_path):
+    small = {**AUDIT, "dataset_size": 500, "epochs": 1, "canaries": 100}
+    first = audit_dpsgd(DpsgdAuditConfig(**small), tmp_path)
+    second = audit_dpsgd(DpsgdAuditConfig(**small), tmp_path)  # replaces the first's run
+    assert first["claimed_epsilon"] == second["claimed_epsilon"]
+    assert json.loads((tmp_path / "audit.json").read_text()) == second

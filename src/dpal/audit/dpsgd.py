@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,10 +136,15 @@ def audit_dpsgd(config: DpsgdAuditConfig, out: Path) -> dict[str, Any]:
         momentum=0.0, clip=config.clip, noise_multiplier=config.noise_multiplier,
         delta=config.delta, ema=0.0, seed=config.seed, secure_noise=config.secure_noise,
     )  # fmt: skip
+    training = out / "training"
+    if training.exists() and (out / "NOT_A_RELEASE.txt").exists():
+        shutil.rmtree(training)  # an earlier audit's own synthetic run: a rerun replaces it
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "NOT_A_RELEASE.txt", NOT_A_RELEASE + "\n")
     with warnings.catch_warnings():  # the canary set has no test split, by design
         warnings.filterwarnings("ignore", message="dataset 'audit-canaries' has no test split")
         model = canary_model(config.canaries, config.clip)
-        result = train(train_config, out / "training", task=task, model=model, progress=False)
+        result = train(train_config, training, task=task, model=model, progress=False)
     linear = next(m for m in result.model.modules() if isinstance(m, nn.Linear))
     weight = linear.weight.detach().double()
     scores = (weight[0] - weight[1]).numpy()
@@ -161,5 +167,4 @@ def audit_dpsgd(config: DpsgdAuditConfig, out: Path) -> dict[str, Any]:
         "note": NOT_A_RELEASE,
     }
     atomic_write_text(out / "audit.json", json.dumps(report, indent=1))
-    atomic_write_text(out / "NOT_A_RELEASE.txt", NOT_A_RELEASE + "\n")
     return report
