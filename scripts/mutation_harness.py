@@ -49,6 +49,19 @@ class Mutation:
 
 MUTATIONS = (
     Mutation(
+        "noise-on-every-rank",
+        "under torchrun every rank adds σC noise before the all-reduce (√K× too much)",
+        "src/dpal/training/distributed.py",
+        '        """Rank 0 adds the step\'s Gaussian noise, once, for the whole group."""\n'
+        "        return self.rank == 0",
+        '        """Rank 0 adds the step\'s Gaussian noise, once, for the whole group."""\n'
+        "        return True",
+        (
+            "tests/test_distributed.py::"
+            "test_two_processes_release_the_one_process_model_ledger_and_epsilon",
+        ),
+    ),
+    Mutation(
         "noise-off-in-trainer",
         "the trainer passes σ = 0 to the DP-SGD gradient",
         "src/dpal/training/trainer.py",
@@ -82,7 +95,9 @@ MUTATIONS = (
         "noise-on-the-mean",
         "noise σC added after dividing by q·N, not to the sum",
         "src/dpal/training/dpsgd.py",
-        "    noisy = add_gaussian_noise(summed, std, generator)\n"
+        "    noisy = add_gaussian_noise(summed, std, generator) if adds_noise else summed\n"
+        "    if group is not None:\n"
+        "        noisy = group.sum(noisy)\n"
         "    return {k: v / expected_batch_size for k, v in noisy.items()}",
         "    mean = {k: v / expected_batch_size for k, v in summed.items()}\n"
         "    return add_gaussian_noise(mean, std, generator)",
@@ -103,16 +118,16 @@ MUTATIONS = (
         "ledger-sample-rate",
         "the ledger records q/2 while the sampler uses q",
         "src/dpal/training/trainer.py",
-        "                    sample_rate=q,\n                    steps=per_epoch,\n",
-        "                    sample_rate=q / 2,\n                    steps=per_epoch,\n",
+        "record_dpsgd(noise_multiplier=sigma, sample_rate=q, steps=per_epoch,",
+        "record_dpsgd(noise_multiplier=sigma, sample_rate=q / 2, steps=per_epoch,",
         (LOOP + "test_the_ledger_holds_the_sampling_rate_steps_and_noise_that_ran",),
     ),
     Mutation(
         "ledger-steps",
         "the ledger records one step fewer per epoch than ran",
         "src/dpal/training/trainer.py",
-        "                    sample_rate=q,\n                    steps=per_epoch,\n",
-        "                    sample_rate=q,\n                    steps=per_epoch - 1,\n",
+        "record_dpsgd(noise_multiplier=sigma, sample_rate=q, steps=per_epoch,",
+        "record_dpsgd(noise_multiplier=sigma, sample_rate=q, steps=per_epoch - 1,",
         (LOOP + "test_the_ledger_holds_the_sampling_rate_steps_and_noise_that_ran",),
     ),
     Mutation(

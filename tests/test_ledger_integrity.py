@@ -206,13 +206,13 @@ def test_out_that_cannot_be_created_is_a_one_line_error(npz_dataset, tmp_path, c
 KILL_AFTER_SAVE = textwrap.dedent(
     """
     import os, signal, sys
-    import dpal.training.trainer as trainer
-    real = trainer.save_checkpoint
+    import dpal.training.epoch_end as epoch_end
+    real = epoch_end.save_checkpoint
     def save_then_die(path, *args, **kwargs):
         real(path, *args, **kwargs)
         if path.name == "epoch_002.pt":  # saved, its ledger entry not yet marked done
             os.kill(os.getpid(), signal.SIGKILL)
-    trainer.save_checkpoint = save_then_die
+    epoch_end.save_checkpoint = save_then_die
     from dpal.cli import main
     sys.exit(main(sys.argv[1:]))
     """

@@ -56,6 +56,8 @@ def cmd_train(a: argparse.Namespace) -> None:
     result = train(
         config, out, data_dir=a.data_dir, resume=a.resume, progress=not a.quiet, device=a.device
     )
+    if not result.is_writer:  # torchrun: rank 0 reports for the group
+        return
     sigma = f"σ = {result.noise_multiplier:.4f}" if result.noise_multiplier else "non-private"
     print(
         f"test accuracy {result.test_accuracy:.4f} at ε = {result.epsilon:.3f} "

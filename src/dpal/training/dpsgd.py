@@ -29,6 +29,7 @@ from torch.func import functional_call, grad, vmap
 
 from dpal.privacy.noise_source import TorchNoise, randn
 from dpal.training import layer_grads
+from dpal.training.distributed import Group
 
 Params = dict[str, torch.Tensor]
 ENGINES = ("auto", "layers", "torch.func")
@@ -136,10 +137,13 @@ def private_gradient(
     generator: TorchNoise,
     engine: str = "auto",
     copies: int = 1,
+    group: Group | None = None,
 ) -> Params:
     """The released DP-SGD gradient g̃ of the module docstring for one Poisson batch.
 
     ``copies``: augmented versions per example in ``x`` (see :func:`clipped_sum_of`).
+    ``group``: under torchrun, ``x`` is this rank's part of the batch; the clipped sums of all
+    ranks are added up and the noise is added once, by rank 0 (``dpal.training.distributed``).
     """
     if len(x) == 0:  # an empty Poisson batch still releases noise
         summed = {k: torch.zeros_like(p) for k, p in model.named_parameters() if p.requires_grad}
@@ -148,5 +152,8 @@ def private_gradient(
     if noise_multiplier > 0 and math.isinf(max_grad_norm):
         raise ValueError("noise needs a finite clip bound: the sensitivity is the clip bound C")
     std = noise_multiplier * max_grad_norm if noise_multiplier > 0 else 0.0
-    noisy = add_gaussian_noise(summed, std, generator)
+    adds_noise = group is None or group.adds_noise  # under torchrun: rank 0, once
+    noisy = add_gaussian_noise(summed, std, generator) if adds_noise else summed
+    if group is not None:
+        noisy = group.sum(noisy)
     return {k: v / expected_batch_size for k, v in noisy.items()}

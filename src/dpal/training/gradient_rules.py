@@ -27,6 +27,7 @@ from dpal.data.tasks import Task
 from dpal.privacy.noise_source import TorchNoise
 from dpal.training.adamix import MixState, adamix_gradient
 from dpal.training.config import TrainConfig
+from dpal.training.distributed import Group
 from dpal.training.dpsgd import Params, private_gradient
 
 
@@ -52,9 +53,10 @@ class DpsgdGradient(NonprivateGradient):
         noise_multiplier: float,
         expected_batch_size: float,
         generator: TorchNoise,
+        group: Group | None = None,
     ) -> None:
         self.config, self.sigma, self.generator = config, noise_multiplier, generator
-        self.expected_batch_size = expected_batch_size
+        self.expected_batch_size, self.group = expected_batch_size, group
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int) -> Params:
         return private_gradient(
@@ -67,6 +69,7 @@ class DpsgdGradient(NonprivateGradient):
             expected_batch_size=self._divisor(x),
             generator=self.generator,
             engine=self.config.engine,
+            group=self.group,
         )
 
     def _divisor(self, x: torch.Tensor) -> float:
@@ -148,10 +151,21 @@ def gradient_rule(
     generator: TorchNoise,
     total_steps: int,
     inputs: Callable[[ImageArrays], torch.Tensor] | None = None,
+    group: Group | None = None,
 ) -> NonprivateGradient:
     """The rule ``config`` asks for (module docstring). ``inputs``: the network's map from
     images to its inputs (``Network.inputs``: cached backbone features for a frozen mode), applied
-    to AdaMix's public images as to the private ones."""
+    to AdaMix's public images as to the private ones. ``group``: the torchrun processes, which
+    run DP-SGD only (``dpal.training.distributed``)."""
+    if (
+        group is not None
+        and group.world_size > 1
+        and (not config.private or config.public_set is not None)
+    ):
+        raise DpalError(
+            "under torchrun dpal trains DP-SGD only; run non-private and AdaMix training "
+            "(--public-set) in one process."
+        )
     if not config.private:
         return (
             ClippedNonprivateGradient(config, generator)
@@ -164,7 +178,8 @@ def gradient_rule(
                               expected_batch_size=expected_batch_size, generator=generator,
                               total_steps=total_steps)  # fmt: skip
     return DpsgdGradient(config, noise_multiplier=noise_multiplier,
-                         expected_batch_size=expected_batch_size, generator=generator)  # fmt: skip
+                         expected_batch_size=expected_batch_size, generator=generator,
+                         group=group)  # fmt: skip
 
 
 def public_set(

@@ -14,10 +14,8 @@ The noise generator is seeded from OS entropy unless ``deterministic_noise``
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,19 +31,16 @@ from dpal.models.public_init import load_public_init
 from dpal.models.standardize import standardize_from_random_process
 from dpal.privacy import noise_source
 from dpal.privacy.accounting import steps_per_epoch
+from dpal.privacy.ledger import Ledger
 from dpal.privacy.noise_source import torch_noise_generator
+from dpal.training import distributed
 from dpal.training.augment import augment_copies
-from dpal.training.checkpoint import (
-    checkpoint_path,
-    load_checkpoint,
-    load_resume_state,
-    save_checkpoint,
-)
+from dpal.training.checkpoint import checkpoint_path, load_checkpoint, load_resume_state
 from dpal.training.config import TrainConfig
 from dpal.training.ema import Ema
-from dpal.training.evaluate import accuracy, holdout_accuracy
+from dpal.training.epoch_end import VALIDATION_KEY, EpochWriter
 from dpal.training.gradient_rules import gradient_rule
-from dpal.training.lineage import SNAPSHOT_KEY, open_run_ledger, snapshot
+from dpal.training.lineage import open_run_ledger
 from dpal.training.network import instance_name, network_for
 from dpal.training.run_setup import (
     check_task,
@@ -59,7 +54,6 @@ from dpal.training.schedule import set_lr, train_head_only
 __all__ = ["MECHANISM", "VALIDATION_KEY", "TrainResult", "resolve_noise", "train"]
 
 MECHANISM = "dpsgd:train"
-VALIDATION_KEY = "validation_accuracy_nonprivate"  # metrics.jsonl; never in a release
 
 
 @dataclass(frozen=True)
@@ -70,6 +64,7 @@ class TrainResult:
     test_accuracy: float
     noise_multiplier: float | None
     history: list[dict[str, Any]]
+    is_writer: bool = True  # False on torchrun's ranks > 0, which write and report nothing
 
 
 def train(
@@ -117,11 +112,14 @@ def train(
         msg = f"cannot create --out {out} ({err.strerror}); choose a writable folder."
         raise DpalError(msg) from None
 
+    group = distributed.join(device)
+    device = distributed.local_device(device)
     torch.manual_seed(config.seed)
     seeds = np.random.SeedSequence(config.seed).generate_state(3)
     augment_gen = torch.Generator().manual_seed(int(seeds[2]))
     net = network_for(config, task.image_shape, task.num_classes, model=model,
-                      progress=progress, device=device, fit_statistics=rstate is None)  # fmt: skip
+                      progress=progress and group.is_writer, device=device,
+                      fit_statistics=rstate is None)  # fmt: skip
     model = net.trainable
     if config.init is not None and rstate is None:  # a resumed run loads its own weights below
         load_public_init(model, config.init, config.model)
@@ -140,9 +138,16 @@ def train(
         if config.private
         else ""
     )
-    x, y = net.inputs(task.private).to(device), torch.from_numpy(task.private.y).to(device)
-    test = (net.inputs(task.test), torch.from_numpy(task.test.y)) if task.test is not None else None
-    n = len(x)
+    n = len(task.private)
+    # under torchrun each rank keeps only the examples it holds (dpal.training.distributed)
+    local = group.local_indices(n) if group.world_size > 1 else None
+    x = net.inputs(task.private)
+    x, y = (
+        (x, torch.from_numpy(task.private.y))
+        if local is None
+        else (x[local], torch.from_numpy(task.private.y)[local])
+    )
+    x, y = x.to(device), y.to(device)
 
     if config.private:
         sigma, q = (
@@ -157,7 +162,7 @@ def train(
     total_steps = config.epochs * per_epoch
     rule = gradient_rule(config, task, noise_multiplier=sigma, expected_batch_size=q * n,
                          generator=noise_gen, total_steps=total_steps,
-                         inputs=net.inputs)  # fmt: skip
+                         inputs=net.inputs, group=group)  # fmt: skip
 
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
     ema = Ema(model, config.ema)
@@ -172,47 +177,39 @@ def train(
             assert isinstance(noise_gen, torch.Generator)
             noise_gen.set_state(rstate["noise_rng"].cpu())
         start_epoch, lineage = summary0["epoch"], list(summary0["ledger_entries"])
-    ledger = open_run_ledger(out, resume, start_epoch)
-    write_run_config(out, config, task, sigma, q, per_epoch)
 
+    def open_ledger() -> Ledger:
+        ledger = open_run_ledger(out, resume, start_epoch)
+        write_run_config(out, config, task, sigma, q, per_epoch)
+        return ledger
+
+    ledger = group.on_writer(open_ledger)  # the one writer: rank 0
+    writer = (
+        EpochWriter(out, ledger, config, net, task, sigma, q, per_epoch, device, progress)
+        if ledger is not None
+        else None
+    )
     history: list[dict[str, Any]] = []
     bar = tqdm(
         total=total_steps,
         initial=start_epoch * per_epoch,
-        disable=not progress or not sys.stderr.isatty(),  # in a log: the epoch lines only
+        disable=not progress or not sys.stderr.isatty() or writer is None,  # logs: epoch lines
         unit="step",
         dynamic_ncols=True,
     )
     eps = lineage_epsilon(config, sigma, q, start_epoch * per_epoch)
     test_acc = float("nan")
-    started = time.perf_counter()
     try:
         for epoch in range(start_epoch + 1, config.epochs + 1):
-            ckpt = checkpoint_path(out, epoch)
             # DP linear probing, then full fine-tuning (DP-RandP): one schedule, one σ, one ledger
             train_head_only(model, epoch <= config.linear_probe_epochs)
+            entry = _record_epoch(ledger, config, epoch, sigma, q, per_epoch, noise, out)
             if config.private:
-                entry = ledger.record_dpsgd(
-                    noise_multiplier=sigma,
-                    sample_rate=q,
-                    steps=per_epoch,
-                    mechanism=MECHANISM,
-                    note=f"epoch {epoch}",
-                    output=str(ckpt.relative_to(out)),
-                    noise=noise,
-                )
                 batches = poisson_batches(n, sample_rate=q, steps=per_epoch, generator=sampler_gen)
             else:
-                entry = ledger.record(
-                    "nonprivate",
-                    mechanism="train:non-private",
-                    params={},
-                    note=f"epoch {epoch}",
-                    output=str(ckpt.relative_to(out)),
-                )
                 batches = shuffled_batches(n, batch_size=config.batch_size, generator=sampler_gen)
             for i, idx_cpu in enumerate(batches):
-                idx = idx_cpu.to(device)
+                idx = group.shard(idx_cpu).to(device)
                 step = (epoch - 1) * per_epoch + i
                 set_lr(optimizer, config, step, total_steps)
                 xb, yb = x[idx], y[idx]
@@ -231,28 +228,11 @@ def train(
                 optimizer.step()
                 ema.update(model)
                 bar.update(1)
-            lineage.append(entry)
             eps = lineage_epsilon(config, sigma, q, epoch * per_epoch)
-            released = ema.model_for_release(model)
-            test_acc = accuracy(released, test, device) if test is not None else math.nan
-            val_acc, val_entry = holdout_accuracy(released, task, ledger, epoch, device, net.inputs)
-            summary = {
-                "epoch": epoch,
-                "steps": epoch * per_epoch,
-                "epsilon": eps,
-                "delta": config.delta,
-                "noise_multiplier": sigma if config.private else None,
-                "sample_rate": q,
-                "test_accuracy": test_acc,
-                "ledger_entries": lineage,
-                SNAPSHOT_KEY: snapshot(ledger, [entry]),
-                "config": config.to_dict(),
-                "network": net.spec,
-                "image_shape": list(task.image_shape),
-                "num_classes": task.num_classes,
-                "wall_seconds": time.perf_counter() - started,
-            }
-            summary.update(rule.epoch_summary())  # AdaMix: mean threshold, mix weight (free)
+            extra = rule.epoch_summary()
+            if writer is None or entry is None:  # not rank 0: the writer records the epoch
+                continue
+            lineage.append(entry)
             resume_state = {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -263,26 +243,37 @@ def train(
             if config.deterministic_noise:  # derivable from the seed anyway; never otherwise
                 assert isinstance(noise_gen, torch.Generator)
                 resume_state["noise_rng"] = noise_gen.get_state().cpu()
-            save_checkpoint(ckpt, released.state_dict(), summary, resume_state)
-            ledger.resolve(entry, "done")
-            metrics = {k: v for k, v in summary.items() if k not in ("config", SNAPSHOT_KEY)}
-            if val_acc is not None:  # beside the release, never in it: not a DP statistic
-                metrics[VALIDATION_KEY] = val_acc
-            history.append({**summary, **metrics})
-            with (out / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps(metrics) + "\n")
-            if val_entry is not None:
-                ledger.resolve(val_entry, "done")
-            line = f"epoch {epoch}/{config.epochs}  ε={eps:.3f}  " + (
-                f"test acc={test_acc:.4f}" if task.test is not None else "test acc=n/a (no test)"
+            released = ema.model_for_release(model)
+            test_acc, row, line = writer.write(
+                epoch, entry, lineage, eps, released, extra, resume_state
             )
-            if val_acc is not None:
-                line += f"  val acc={val_acc:.4f} [non-private: held-out private images]"
+            history.append(row)
             bar.set_postfix_str(line)
-            if progress:
-                tqdm.write(line)
     finally:
         bar.close()
     return TrainResult(
-        out, ema.model_for_release(model), eps, test_acc, sigma if config.private else None, history
-    )
+        out, ema.model_for_release(model), eps, test_acc, sigma if config.private else None,
+        history, is_writer=group.is_writer,
+    )  # fmt: skip
+
+
+def _record_epoch(
+    ledger: Ledger | None,
+    config: TrainConfig,
+    epoch: int,
+    sigma: float,
+    q: float,
+    per_epoch: int,
+    noise: str,
+    out: Path,
+) -> int | None:
+    """The epoch's ledger entry, recorded (pending) before its steps run; None off rank 0."""
+    if ledger is None:
+        return None
+    output = str(checkpoint_path(out, epoch).relative_to(out))
+    if config.private:
+        return ledger.record_dpsgd(noise_multiplier=sigma, sample_rate=q, steps=per_epoch,
+                                   mechanism=MECHANISM, note=f"epoch {epoch}", output=output,
+                                   noise=noise)  # fmt: skip
+    return ledger.record("nonprivate", mechanism="train:non-private", params={},
+                         note=f"epoch {epoch}", output=output)  # fmt: skip
