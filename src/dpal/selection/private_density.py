@@ -30,9 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
+from dpal.core.clustering import kmeans
 from dpal.core.neighbours import nearest
 from dpal.privacy.mechanisms import laplace_counts
 from dpal.privacy.noise_source import NumpyNoise
@@ -68,8 +68,8 @@ def cluster_pool(
     p = min(n_components, public_z.shape[1], len(public_z))
     projection = PCA(n_components=p, random_state=seed).fit(public_z)
     z = projection.transform(public_z)
-    kmeans = KMeans(n_clusters=n_clusters, n_init=1, max_iter=100, random_state=seed).fit(z)
-    return PoolClusters(projection, kmeans.cluster_centers_, kmeans.labels_.astype(np.int64))
+    centres, labels = kmeans(z, n_clusters, seed=seed, n_init=1, max_iter=100)  # faiss when large
+    return PoolClusters(projection, centres, labels)
 
 
 def private_histogram(clusters: PoolClusters, private_z: np.ndarray) -> np.ndarray:

@@ -7,9 +7,9 @@ free in privacy. Each returns ``[n_labeled]`` pool indices, most wanted first.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
+from dpal.core.clustering import kmeans
 from dpal.core.errors import DpalError
 
 STRATEGIES = ("random", "entropy", "margin", "diverse-public", "near-private")
@@ -77,13 +77,13 @@ def diverse_public(
     projection = PCA(n_components=p, random_state=seed).fit(embeddings)
     candidates = top_uncertain(uncertainty, k)
     z = projection.transform(embeddings[candidates])  # [k, p]
-    kmeans = KMeans(n_clusters=n_clusters, n_init=3, random_state=seed).fit(z)
-    dist = np.linalg.norm(z - kmeans.cluster_centers_[kmeans.labels_], axis=1)  # to own centre
+    centres, labels = kmeans(z, n_clusters, seed=int(seed), n_init=3, max_iter=300)
+    dist = np.linalg.norm(z - centres[labels], axis=1)  # to own centre
 
     chosen: list[int] = []
     taken = np.zeros(k, dtype=bool)
     for c in range(n_clusters):
-        members = np.flatnonzero(kmeans.labels_ == c)
+        members = np.flatnonzero(labels == c)
         nearest = members[np.argsort(dist[members], kind="stable")[:n_each]]
         chosen.extend(nearest.tolist())
         taken[nearest] = True
