@@ -127,7 +127,8 @@ def main() -> None:
               f"{x['near_private_s'] / f['near_private_s']:.2f}×, diverse-public "
               f"{x['diverse_public_s'] / f['diverse_public_s']:.2f}×; pool k-means objective "
               f"{f['pool_inertia'] / x['pool_inertia']:.3f} (faiss ÷ exact); chosen sets "
-              f"overlap {overlap_np:.0%} (near-private), {overlap_dp:.0%} (diverse-public)")  # fmt: skip
+              f"overlap {overlap_np:.0%} (near-private), "
+              f"{overlap_dp:.0%} (diverse-public)")  # fmt: skip
     if a.json:
         for r in rows:
             r.pop("chosen_dp"), r.pop("chosen_np")

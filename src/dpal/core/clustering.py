@@ -45,7 +45,6 @@ def kmeans(
         fit.fit(z)
         return fit.cluster_centers_, fit.labels_.astype(np.int64)
     import faiss
-
     from sklearn.cluster import kmeans_plusplus
 
     x = np.ascontiguousarray(z, dtype=np.float32)
