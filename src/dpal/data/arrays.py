@@ -74,7 +74,8 @@ class ImageArrays:
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Float images ``[n, c, h, w]`` in [-1, 1] and int64 labels ``[n]``."""
-        x = torch.from_numpy(self.x).permute(0, 3, 1, 2).float().div_(255.0)
+        # np.asarray: pixels of a ``stream:`` folder are read from disk here (data/streaming.py)
+        x = torch.from_numpy(np.asarray(self.x)).permute(0, 3, 1, 2).float().div_(255.0)
         x = x.sub_(PIXEL_CENTER).div_(PIXEL_SCALE).contiguous()
         return x, torch.from_numpy(self.y)
 

@@ -21,7 +21,6 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -29,6 +28,7 @@ from dpal.core.errors import DpalError
 from dpal.data.arrays import ImageArrays, load_npz
 from dpal.data.random_process import sample
 from dpal.data.registry import load_split
+from dpal.data.streaming import square_crop, stream_folder
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,9 @@ def load_task(
     if spec.startswith("npz:"):
         return _npz_task(Path(spec[4:]))
     if spec.startswith("folder:"):
-        return _folder_task(Path(spec[7:]), image_size)
+        return _folder_task(Path(spec[7:]), image_size, _read_image_folder)
+    if spec.startswith("stream:"):  # the same tree, its pixels read per batch
+        return _folder_task(Path(spec[7:]), image_size, stream_folder)
     if spec not in TASKS:
         raise DpalError(
             f"unknown dataset {spec!r}; choose one of {', '.join(TASKS)}, or give your own data "
@@ -208,19 +210,23 @@ def _npz_task(path: Path) -> Task:
     return _checked(Task(f"npz:{path}", private, optional("test"), optional("public")))
 
 
-def _folder_task(path: Path, image_size: int | None) -> Task:
+FolderReader = Callable[[Path, list[str] | None, int | None], tuple[ImageArrays, list[str]]]
+
+
+def _folder_task(path: Path, image_size: int | None, read: FolderReader) -> Task:
+    kind = "stream" if read is stream_folder else "folder"
     if not path.is_dir():
-        raise DpalError(f"folder:{path}: no such folder.")
+        raise DpalError(f"{kind}:{path}: no such folder.")
     if (path / "train").is_dir():
-        private, classes = _read_image_folder(path / "train", image_size=image_size)
+        private, classes = read(path / "train", None, image_size)
 
         def optional(split: str) -> ImageArrays | None:
             d = path / split
-            return _read_image_folder(d, classes, image_size)[0] if d.is_dir() else None
+            return read(d, classes, image_size)[0] if d.is_dir() else None
 
-        task = Task(f"folder:{path}", private, optional("test"), optional("public"))
+        task = Task(f"{kind}:{path}", private, optional("test"), optional("public"))
     else:
-        task = Task(f"folder:{path}", _read_image_folder(path, image_size=image_size)[0], None)
+        task = Task(f"{kind}:{path}", read(path, None, image_size)[0], None)
     return _checked(task)
 
 
@@ -232,19 +238,6 @@ def _checked(task: Task) -> Task:
                 f"{task.private.image_shape}; resize them to match."
             )
     return task
-
-
-def _square(img: Any, size: int) -> Any:
-    """Shorter side to ``size`` (bicubic, antialiased), then the centre ``size``×``size``."""
-    from PIL import Image
-
-    w, h = img.size
-    scale = size / min(w, h)
-    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))),
-                     Image.Resampling.BICUBIC)  # fmt: skip
-    w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return img.crop((left, top, left + size, top + size))
 
 
 def _read_image_folder(
@@ -270,7 +263,7 @@ def _read_image_folder(
             gray = opened.mode in ("L", "1", "I", "I;16")
             img = opened.convert("L" if gray else "RGB")
             if image_size is not None:
-                img = _square(img, image_size)
+                img = square_crop(img, image_size)
             images.append(np.asarray(img, dtype=np.uint8))
         labels.append(label)
     if image_size is not None and any(a.ndim == 3 for a in images):  # some in colour: all RGB

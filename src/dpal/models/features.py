@@ -88,7 +88,8 @@ def encode(
         dynamic_ncols=True,
     )
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(images.x[start : start + batch_size]).permute(0, 3, 1, 2)
+        # np.asarray: a ``stream:`` folder's pixels are read here, one batch at a time
+        x = torch.from_numpy(np.asarray(images.x[start : start + batch_size])).permute(0, 3, 1, 2)
         x = to_backbone_input(x.to(device).float().div_(255.0), backbone.image_size)
         mid = stem(x.contiguous(memory_format=fmt))
         if "stem" in parts:

@@ -42,6 +42,7 @@ from dpal.training.epoch_end import VALIDATION_KEY, EpochWriter
 from dpal.training.gradient_rules import gradient_rule
 from dpal.training.lineage import open_run_ledger
 from dpal.training.network import instance_name, network_for
+from dpal.training.private_inputs import PrivateInputs
 from dpal.training.run_setup import (
     check_task,
     lineage_epsilon,
@@ -141,13 +142,7 @@ def train(
     n = len(task.private)
     # under torchrun each rank keeps only the examples it holds (dpal.training.distributed)
     local = group.local_indices(n) if group.world_size > 1 else None
-    x = net.inputs(task.private)
-    x, y = (
-        (x, torch.from_numpy(task.private.y))
-        if local is None
-        else (x[local], torch.from_numpy(task.private.y)[local])
-    )
-    x, y = x.to(device), y.to(device)
+    private = PrivateInputs(task.private, net.inputs, local, device)
 
     if config.private:
         sigma, q = (
@@ -209,10 +204,9 @@ def train(
             else:
                 batches = shuffled_batches(n, batch_size=config.batch_size, generator=sampler_gen)
             for i, idx_cpu in enumerate(batches):
-                idx = group.shard(idx_cpu).to(device)
                 step = (epoch - 1) * per_epoch + i
                 set_lr(optimizer, config, step, total_steps)
-                xb, yb = x[idx], y[idx]
+                xb, yb = private.batch(group.shard(idx_cpu))
                 if config.augment != "none":
                     xb = augment_copies(
                         xb,
