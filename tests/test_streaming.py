@@ -42,6 +42,7 @@ def test_a_stream_folder_reads_the_same_pixels_as_the_folder_loader_only_when_as
     assert inputs.streamed and not hasattr(inputs, "x")  # nothing held but the labels
     x, y = inputs.batch(torch.tensor([2, 3]))
     torch.testing.assert_close(x, loaded.private.subset(np.array([2, 3])).tensors()[0])
+    assert y.tolist() == loaded.private.y[[2, 3]].tolist()
 
 
 def test_training_on_a_stream_releases_the_in_memory_model(photos, tmp_path):
