@@ -111,8 +111,10 @@ def join(device: str = "cpu") -> Group:
     if world <= 1:
         return Group()
     if not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend=backend)
+        gpu = device.startswith("cuda")
+        if gpu:  # NCCL wants each rank's own device set before the group forms
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="nccl" if gpu else "gloo")
     return Group(rank=dist.get_rank(), world_size=dist.get_world_size())
 
 
