@@ -88,21 +88,28 @@ def square_crop(img: Any, size: int) -> Any:
     return img.crop((left, top, left + size, top + size))
 
 
+def list_image_folder(root: Path, classes: list[str] | None, kind: str) -> Any:
+    """torchvision's ``ImageFolder`` of ``root`` (files and labels listed, no image read), its
+    classes checked against training's; ``kind`` names the ``--dataset`` prefix in errors."""
+    from torchvision.datasets import ImageFolder
+
+    try:
+        folder = ImageFolder(str(root))  # make_dataset lists files; the loader is not called
+    except (FileNotFoundError, RuntimeError) as err:
+        msg = f"{kind}:{root}: {err}; expected one sub-folder of images per class."
+        raise DpalError(msg) from err
+    if classes is not None and folder.classes != classes:
+        raise DpalError(f"{root}: class folders {folder.classes} differ from training's {classes}.")
+    return folder
+
+
 def stream_folder(
     root: Path, classes: list[str] | None = None, image_size: int | None = None
 ) -> tuple[ImageArrays, list[str]]:
     """A class-folder tree as :class:`ImageArrays` whose pixels are :class:`LazyPixels`."""
     from PIL import Image
-    from torchvision.datasets import ImageFolder
 
-    try:
-        # make_dataset lists files only; the loader is never called here
-        folder = ImageFolder(str(root), loader=lambda path: path)
-    except (FileNotFoundError, RuntimeError) as err:
-        msg = f"stream:{root}: {err}; expected one sub-folder of images per class."
-        raise DpalError(msg) from err
-    if classes is not None and folder.classes != classes:
-        raise DpalError(f"{root}: class folders {folder.classes} differ from training's {classes}.")
+    folder = list_image_folder(root, classes, "stream")
     files = [f for f, _ in folder.samples]
     sizes, colour = set(), False
     for f in files:  # headers only: PIL reads the pixels lazily

@@ -28,7 +28,7 @@ from dpal.core.errors import DpalError
 from dpal.data.arrays import ImageArrays, load_npz
 from dpal.data.random_process import sample
 from dpal.data.registry import load_split
-from dpal.data.streaming import square_crop, stream_folder
+from dpal.data.streaming import GRAY_MODES, list_image_folder, square_crop, stream_folder
 
 
 @dataclass(frozen=True)
@@ -247,20 +247,12 @@ def _read_image_folder(
     mode with ``image_size`` (resized, centre-cropped; RGB if any image is in colour), else of
     one size."""
     from PIL import Image
-    from torchvision.datasets import ImageFolder
 
-    try:
-        folder = ImageFolder(str(root))
-    except (FileNotFoundError, RuntimeError) as err:
-        raise DpalError(
-            f"folder:{root}: {err}; expected one sub-folder of images per class."
-        ) from err
-    if classes is not None and folder.classes != classes:
-        raise DpalError(f"{root}: class folders {folder.classes} differ from training's {classes}.")
+    folder = list_image_folder(root, classes, "folder")
     images, labels = [], []
     for file, label in folder.samples:
         with Image.open(file) as opened:
-            gray = opened.mode in ("L", "1", "I", "I;16")
+            gray = opened.mode in GRAY_MODES
             img = opened.convert("L" if gray else "RGB")
             if image_size is not None:
                 img = square_crop(img, image_size)

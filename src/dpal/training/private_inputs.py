@@ -37,9 +37,10 @@ class PrivateInputs:
             self.x = (x if local is None else x[local]).to(device)
 
     def batch(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        on_device = positions.to(self.device)
         if self.streamed:
             picked = self.arrays.subset(self.rows[positions.cpu().numpy()])
             x = self.inputs(picked).to(self.device)
         else:
-            x = self.x[positions.to(self.device)]
-        return x, self.y[positions.to(self.device)]
+            x = self.x[on_device]
+        return x, self.y[on_device]
