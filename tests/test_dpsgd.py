@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dpal.models import build_model
-from dpal.training import layer_grads
+from dpal.training import conv_grads, layer_grads
 from dpal.training.dpsgd import (
     add_gaussian_noise,
     clipped_sum,
@@ -199,3 +199,49 @@ def test_layers_engine_names_the_gradients_of_a_bare_linear_model():
     assert set(fast) == {"weight", "bias"} == set(reference)
     for k in fast:
         assert torch.allclose(fast[k], reference[k], atol=1e-6)
+
+
+@pytest.mark.parametrize("copies", [1, 3])
+@pytest.mark.parametrize(
+    "conv",
+    [
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.Conv2d(2, 4, 3, padding=(1, 2), dilation=(1, 2)),
+        nn.Conv2d(2, 4, 3, stride=2, padding=(1, 2), dilation=(1, 2)),
+        nn.Conv2d(4, 6, 2, stride=2),
+    ],
+)
+def test_patch_gram_equals_the_gram_of_unfolded_patches(conv, copies):
+    torch.manual_seed(0)
+    b = 4
+    a = torch.randn(b * copies, conv.in_channels, 7, 9)
+    patches = F.unfold(a, conv.kernel_size, dilation=conv.dilation, padding=conv.padding,
+                       stride=conv.stride).transpose(1, 2)  # fmt: skip
+    A = patches.reshape(b, -1, patches.shape[-1])  # copies folded into the positions
+    want = torch.bmm(A, A.transpose(1, 2))
+    torch.testing.assert_close(conv_grads.patch_gram(conv, a, b), want, rtol=1e-4, atol=1e-4)
+
+
+def test_formed_and_ghost_conv_paths_with_copies_equal_the_per_example_loop():
+    """A network whose convolutions take both paths (formed at 16 px, ghost at 4 px), with
+    augmented copies and a frozen layer: the clipped sum equals the loop over examples."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.AvgPool2d(4),
+                          nn.Conv2d(4, 32, 3, padding=1), nn.Tanh(), nn.Flatten(),
+                          nn.Linear(32 * 16, 5))  # fmt: skip
+    model[0].bias.requires_grad_(False)
+    b, k, clip = 5, 2, 0.1
+    x, y = torch.randn(b * k, 3, 16, 16), torch.randint(0, 5, (b,)).repeat_interleave(k)
+    got, norms = clipped_sum_of(model, x, y, clip, engine="layers", copies=k)
+    want = {n: torch.zeros_like(p) for n, p in model.named_parameters() if p.requires_grad}
+    for i in range(b):
+        model.zero_grad()
+        F.cross_entropy(model(x[i * k : (i + 1) * k]), y[i * k : (i + 1) * k]).backward()
+        g = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        norm = torch.sqrt(sum(v.pow(2).sum() for v in g.values()))
+        torch.testing.assert_close(norms[i], norm, rtol=1e-4, atol=1e-6)
+        for n in want:
+            want[n] += min(1.0, clip / norm.item()) * g[n]
+    assert set(got) == set(want)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-6)

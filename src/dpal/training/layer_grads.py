@@ -8,18 +8,19 @@ ordinary batched forward and backward already hold: the layer's input and the gr
 summed per-example loss with respect to the layer's output (example i's loss depends only on
 example i's outputs, so that gradient is exactly example i's).
 
-Every layer is brought to one form: ``A_i`` ``[T, k]`` (inputs at the T positions where the
-weight is applied: 1 for a plain ``Linear``, the conv's output positions and unfolded patches
-for a ``Conv2d``, times the number of augmented copies of the example) and ``D_i`` ``[T, o]``
-(output gradients). Then ∇W_i = D_iᵀ A_i, and
+Per layer, the cheaper of two ways (a cost rule, validated by ``benchmarks/dpsgd_throughput.py``):
 
-* when T² < o·k: ‖∇W_i‖² = ⟨D_i D_iᵀ, A_i A_iᵀ⟩ (T×T Gram matrices — "ghost norm", Goodfellow
-  2015; mixed ghost clipping, Bu et al. 2022), and Σ_i f_i ∇W_i = (f⊙D)ᵀ A as one product over
-  all (i, position), so ∇W_i is never formed;
-* otherwise ∇W_i is formed with one batched product.
+* ghost norm, when T² < o·k for a layer applied at T positions with o outputs and k inputs per
+  position (``A_i`` ``[T, k]``, ``D_i`` ``[T, o]``; ∇W_i = D_iᵀ A_i): ‖∇W_i‖² = ⟨D_i D_iᵀ,
+  A_i A_iᵀ⟩ (T×T Gram matrices — Goodfellow 2015; mixed ghost clipping, Bu et al. 2022) and
+  Σ_i f_i ∇W_i = (f⊙D)ᵀ A as one product over all (i, position), so ∇W_i is never formed.
+  A ``Linear`` applied once per example is the case T = 1: ‖∇W_i‖ = ‖d_i‖‖a_i‖;
+* otherwise ∇W_i is formed: for a ``Linear`` with one batched product, for a ``Conv2d`` without
+  an unfolded patch copy where that is faster (:mod:`dpal.training.conv_grads`).
 
-Only ``Linear`` and ``Conv2d`` (groups=1, zero padding) parameters are handled; a model with any
-other trainable parameter, or a layer that mixes examples (BatchNorm), must use the ``torch.func``
+Augmented copies of an example are folded into T (ghost) or summed (formed). Only ``Linear``
+and ``Conv2d`` (zero padding given as numbers) parameters are handled; a model with any other
+trainable parameter, or a layer that mixes examples (BatchNorm), must use the ``torch.func``
 path (``dpal.training.dpsgd``). ``supports(model)`` tells which.
 """
 
@@ -30,6 +31,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from dpal.training import conv_grads
 
 Params = dict[str, torch.Tensor]
 _BATCH_MIXING = (nn.modules.batchnorm._BatchNorm,)
@@ -46,14 +49,14 @@ def clip_factors(norms: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
 
 
 def supports(model: nn.Module) -> bool:
-    """True when every trainable parameter belongs to a Linear or plain Conv2d layer."""
+    """True when every trainable parameter belongs to a Linear or Conv2d layer with zero
+    padding given as numbers."""
     covered: set[int] = set()
     for m in model.modules():
         if isinstance(m, _BATCH_MIXING):
             return False
         if isinstance(m, nn.Linear) or (
             isinstance(m, nn.Conv2d)
-            and m.groups == 1
             and m.padding_mode == "zeros"
             and not isinstance(m.padding, str)
         ):
@@ -61,31 +64,37 @@ def supports(model: nn.Module) -> bool:
     return all(id(p) in covered for p in model.parameters() if p.requires_grad)
 
 
-def _patches(a: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """``[n, T, c·kh·kw]`` input patches of ``conv`` (what ``F.unfold`` gives, transposed).
-
-    Built from strided views, which on CPU is 2–4× faster than ``F.unfold`` here.
-    """
-    padding = conv.padding
-    assert not isinstance(padding, str)  # supports() excludes 'same'/'valid' strings
-    ph, pw = padding
-    if ph or pw:
-        a = F.pad(a, (pw, pw, ph, ph))
-    (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
-    if dh != 1 or dw != 1:  # rare here: fall back to unfold
-        return F.unfold(a, (kh, kw), dilation=(dh, dw), stride=(sh, sw)).transpose(1, 2)
-    n, c = a.shape[:2]
-    v = a.unfold(2, kh, sh).unfold(3, kw, sw)  # [n, c, oh, ow, kh, kw]
-    return v.permute(0, 2, 3, 1, 4, 5).reshape(n, v.shape[2] * v.shape[3], c * kh * kw)
-
-
-def _positions(m: nn.Module, a: torch.Tensor, d: torch.Tensor, b: int):
-    """(A ``[b, T, k]``, D ``[b, T, o]``) of a layer, copies of an example folded into T."""
-    if isinstance(m, nn.Conv2d):
-        u = _patches(a, m)  # [b·copies, t, k]
-        dd = d.flatten(2).transpose(1, 2)  # [b·copies, t, o]
-        return u.reshape(b, -1, u.shape[-1]), dd.reshape(b, -1, dd.shape[-1])
+def _positions(a: torch.Tensor, d: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A ``[b, T, k]``, D ``[b, T, o]``) of a ``Linear``, copies of an example folded into T."""
     return a.reshape(b, -1, a.shape[-1]), d.reshape(b, -1, d.shape[-1])
+
+
+def _uses_ghost_norm(m: nn.Linear | nn.Conv2d, a: torch.Tensor, d: torch.Tensor, b: int) -> bool:
+    """The cost rule of the module docstring: T² < o·k (T with the copies folded in); for a
+    convolution, :func:`conv_grads.uses_ghost_norm`."""
+    if isinstance(m, nn.Conv2d):
+        return conv_grads.uses_ghost_norm(m, a, d, b)
+    o, k = m.weight.shape[0], m.weight[0].numel()
+    t = d.numel() // (b * o)
+    return t == 1 or t * t < o * k
+
+
+def _weight_per_example(
+    m: nn.Linear | nn.Conv2d, a: torch.Tensor, d: torch.Tensor, b: int
+) -> torch.Tensor:
+    """``[b, *weight.shape]``: ∇W_i, summed over example i's copies (module docstring)."""
+    if isinstance(m, nn.Conv2d):
+        return conv_grads.weight_per_example(m, a, d, b)
+    A, D = _positions(a, d, b)
+    return torch.bmm(D.transpose(1, 2), A).reshape(b, *m.weight.shape)
+
+
+def _bias_per_example(m: nn.Linear | nn.Conv2d, d: torch.Tensor, b: int) -> torch.Tensor:
+    """``[b, o]``: the bias gradient of each example, summed over positions and copies."""
+    o = m.weight.shape[0]
+    if isinstance(m, nn.Conv2d):
+        return d.reshape(b, -1, o, d[0, 0].numel()).sum((1, 3))
+    return d.reshape(b, -1, o).sum(1)
 
 
 def _forward_backward(
@@ -123,21 +132,18 @@ def _forward_backward(
 
 
 def per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Params:
-    """``{name: [b, *param.shape]}``: every example's own gradient, ∇W_i = D_iᵀ A_i, formed
-    from one batched forward and backward — equal to ``dpsgd.per_example_gradients`` (tested)
-    and, for a linear head, 8× faster than its ``vmap`` on 2 CPU cores (4,096 examples of
-    1,280 features: 0.05 against 0.4 s). For AdaMix, which projects the whole gradients."""
+    """``{name: [b, *param.shape]}``: every example's own gradient, formed from one batched
+    forward and backward — equal to ``dpsgd.per_example_gradients`` (tested) and, for a linear
+    head, 8× faster than its ``vmap`` on 2 CPU cores (4,096 examples of 1,280 features: 0.05
+    against 0.4 s). For AdaMix, which projects the whole gradients."""
     layers, inputs, deltas, _ = _forward_backward(model, x, y, 1)
     out: Params = {}
     for name, m in layers:
-        A, D = _positions(m, inputs[name], deltas[name], len(x))
         prefix = f"{name}." if name else ""
         if m.weight.requires_grad:
-            out[f"{prefix}weight"] = torch.bmm(D.transpose(1, 2), A).reshape(
-                len(x), *m.weight.shape
-            )
+            out[f"{prefix}weight"] = _weight_per_example(m, inputs[name], deltas[name], len(x))
         if m.bias is not None and m.bias.requires_grad:
-            out[f"{prefix}bias"] = D.sum(1)
+            out[f"{prefix}bias"] = _bias_per_example(m, deltas[name], len(x))
     return out
 
 
@@ -155,18 +161,19 @@ def projected(
     out = torch.zeros(b, k, dtype=basis.dtype, device=basis.device)
     row = 0
     for name, m in layers:
-        A, D = _positions(m, inputs[name], deltas[name], b)
-        o, kin = D.shape[2], A.shape[2]
+        o, kin = m.weight.shape[0], m.weight[0].numel()
         if m.weight.requires_grad:
             u = basis[row : row + o * kin].reshape(o, kin, k)
             row += o * kin
-            if A.shape[1] == 1:
+            if isinstance(m, nn.Linear) and inputs[name].numel() == b * kin:  # once per example
+                A, D = _positions(inputs[name], deltas[name], b)
                 au = (A[:, 0] @ u.permute(1, 0, 2).reshape(kin, o * k)).reshape(b, o, k)
                 out += (D[:, 0, :, None] * au).sum(1)
             else:
-                out += torch.bmm(D.transpose(1, 2), A).flatten(1) @ u.reshape(o * kin, k)
+                gw = _weight_per_example(m, inputs[name], deltas[name], b)
+                out += gw.flatten(1) @ u.reshape(o * kin, k)
         if m.bias is not None and m.bias.requires_grad:
-            out += D.sum(1) @ basis[row : row + o]
+            out += _bias_per_example(m, deltas[name], b) @ basis[row : row + o]
             row += o
     if row != basis.shape[0]:
         raise ValueError(f"basis has {basis.shape[0]} rows for {row} trainable parameters")
@@ -188,36 +195,43 @@ def clipped_sum(
     sq_norms = torch.zeros(b, dtype=logits.dtype, device=logits.device)
     kept: dict[str, tuple[bool, torch.Tensor, torch.Tensor]] = {}
     for name, m in layers:
-        A, D = _positions(m, inputs[name], deltas[name], b)
-        t, k, o = A.shape[1], A.shape[2], D.shape[2]
-        if t == 1:  # ‖d aᵀ‖ = ‖d‖‖a‖
-            sq_norms += D[:, 0].square().sum(1) * A[:, 0].square().sum(1)
+        a, d = inputs[name], deltas[name]
+        if m.weight.requires_grad and isinstance(m, nn.Conv2d) and _uses_ghost_norm(m, a, d, b):
+            D = d.reshape(b, -1, d.shape[1], d[0, 0].numel()).transpose(2, 3).flatten(1, 2)
+            aa = conv_grads.patch_gram(m, a, b)
+            sq_norms += (torch.bmm(D, D.transpose(1, 2)) * aa).sum((1, 2))
+            kept[name] = (True, a, d)  # the sum: the conv's weight-gradient kernel, reweighted
+        elif m.weight.requires_grad and _uses_ghost_norm(m, a, d, b):
+            A, D = _positions(a, d, b)
+            if A.shape[1] == 1:  # ‖d aᵀ‖ = ‖d‖‖a‖
+                sq_norms += D[:, 0].square().sum(1) * A[:, 0].square().sum(1)
+            else:
+                dd, aa = torch.bmm(D, D.transpose(1, 2)), torch.bmm(A, A.transpose(1, 2))
+                sq_norms += (dd * aa).sum((1, 2))
             kept[name] = (True, A, D)
-        elif t * t < o * k:
-            gram = (torch.bmm(D, D.transpose(1, 2)) * torch.bmm(A, A.transpose(1, 2))).sum((1, 2))
-            sq_norms += gram
-            kept[name] = (True, A, D)
-        else:
-            gw = torch.bmm(D.transpose(1, 2), A)  # [b, o, k]: ∇W_i formed
-            sq_norms += gw.flatten(1).square().sum(1)
-            kept[name] = (False, gw, D)
+        elif m.weight.requires_grad:
+            gw = _weight_per_example(m, a, d, b)  # ∇W_i formed
+            sq_norms += torch.linalg.vector_norm(gw.flatten(1), dim=1).square()
+            kept[name] = (False, gw, d)
         if m.bias is not None and m.bias.requires_grad:
-            sq_norms += D.sum(1).square().sum(1)
+            sq_norms += _bias_per_example(m, d, b).square().sum(1)
 
     norms = sq_norms.sqrt()
     factor = clip_factors(norms, max_grad_norm)
 
     summed: Params = {}
     for name, m in layers:
-        ghost, first, D = kept[name]
-        if ghost:  # Σ_i f_i D_iᵀ A_i as one product over every (i, position)
-            fD = (D * factor[:, None, None]).reshape(-1, D.shape[2])
-            weight_grad = fD.t() @ first.reshape(-1, first.shape[2])
-        else:
-            weight_grad = factor @ first.flatten(1)
         prefix = f"{name}." if name else ""  # "" when the model is the layer itself
         if m.weight.requires_grad:
+            ghost, first, D = kept[name]
+            if ghost and isinstance(m, nn.Conv2d):
+                weight_grad = conv_grads.clipped_weight_sum(m, first, D, factor)
+            elif ghost:  # Σ_i f_i D_iᵀ A_i as one product over every (i, position)
+                fD = (D * factor[:, None, None]).reshape(-1, D.shape[2])
+                weight_grad = fD.t() @ first.reshape(-1, first.shape[2])
+            else:
+                weight_grad = factor @ first.flatten(1)
             summed[f"{prefix}weight"] = weight_grad.reshape(m.weight.shape)
         if m.bias is not None and m.bias.requires_grad:
-            summed[f"{prefix}bias"] = factor @ D.sum(1)
+            summed[f"{prefix}bias"] = factor @ _bias_per_example(m, deltas[name], b)
     return summed, norms
