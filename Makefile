@@ -36,7 +36,9 @@ typecheck: $(VENV)/.installed
 test: lint typecheck
 	$(BIN)/pytest -n 2 --dist loadgroup
 
+# Opacus is the benchmark's reference, not a dependency: --no-deps keeps the pinned torch.
 bench: $(VENV)/.installed
+	$(BIN)/pip install -q --no-deps opacus==1.6.0
 	$(BIN)/python benchmarks/dpsgd_throughput.py
 
 clean:

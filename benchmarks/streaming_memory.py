@@ -36,6 +36,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--out", type=Path, default=Path("runs/streaming-memory"))
+    p.add_argument("--image-size", type=int, help="resize the images (a larger set in memory)")
     p.add_argument("--kinds", nargs="+", default=["folder", "stream"])
     p.add_argument("--json", type=Path)
     a = p.parse_args()
@@ -45,6 +46,8 @@ def main() -> None:
         argv = ["train", "--dataset", f"{kind}:{a.folder}", "--model", "cnn-gn",
                 "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--epsilon", "8",
                 "--out", str(out), "--quiet"]  # fmt: skip
+        if a.image_size:
+            argv += ["--image-size", str(a.image_size)]
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-c", CHILD, str(a.limit_mib), *argv],
                               capture_output=True, text=True)  # fmt: skip
