@@ -15,6 +15,10 @@ Features are computed once (models/features.py) and read from the cache by every
     python scripts/cifar10_backbone.py --phase final --out runs/cifar10-backbone --seeds 0 1
     python scripts/cifar10_backbone.py --phase nonprivate --out runs/cifar10-backbone
     python scripts/cifar10_backbone.py --phase collect --out runs/cifar10-backbone
+
+``--image-size`` changes the resolution the images are upsampled to (160 above; the features are
+cached per resolution); ``--c`` fixes the non-private probe's C instead of choosing it on the
+holdout.
 """
 
 from __future__ import annotations
@@ -91,28 +95,29 @@ def final(out: Path, mode: str, seeds: list[int], epsilons: list[float], pick: d
     path.write_text(json.dumps(old + rows, indent=1))
 
 
-def nonprivate(out: Path) -> None:
-    """Logistic regression (L-BFGS) on the same cached features; C chosen on the holdout."""
+def nonprivate(out: Path, cs: list[float]) -> None:
+    """Logistic regression (L-BFGS) on the same cached features; C chosen on the holdout (or
+    the one C given)."""
     from sklearn.linear_model import LogisticRegression
 
     task = load_task("cifar10")
-    backbone = load_backbone("efficientnet-lite0", image_size=SIZE)
+    backbone = load_backbone("efficientnet-lite0", image_size=BASE.image_size)
     t = time.perf_counter()
     ftr = cached_features(backbone, task.private)["pooled"].numpy()
     fte = cached_features(backbone, task.test)["pooled"].numpy()
     ytr, yte = task.private.y, task.test.y
     fit, val = slice(0, len(ftr) - HOLDOUT), slice(len(ftr) - HOLDOUT, None)
     scores = {}
-    for c in (0.01, 0.1, 1.0):
+    for c in cs if len(cs) > 1 else ():
         clf = LogisticRegression(C=c, max_iter=1000).fit(ftr[fit], ytr[fit])
         scores[c] = float((clf.predict(ftr[val]) == ytr[val]).mean())
         print(f"C={c}: held-out {scores[c]:.4f}", flush=True)
-    best = max(scores, key=lambda c: scores[c])
+    best = max(scores, key=lambda c: scores[c]) if scores else cs[0]
     clf = LogisticRegression(C=best, max_iter=1000).fit(ftr, ytr)
     acc = float((clf.predict(fte) == yte).mean())
     row = {"dataset": "cifar10 (offline JPEG copy)", "model": "efficientnet-lite0",
            "arm": "non-private linear probe (logistic regression)", "finetune": "linear-probe",
-           "image_size": SIZE, "epsilon": None, "epsilon_total": float("inf"), "seed": 0,
+           "image_size": BASE.image_size, "epsilon": None, "epsilon_total": float("inf"), "seed": 0,
            "C": best, "holdout_scores": scores, "test_accuracy": acc,
            "wall_seconds": time.perf_counter() - t}  # fmt: skip
     print(json.dumps(row), flush=True)
@@ -153,7 +158,12 @@ def main() -> None:
     p.add_argument("--epsilon", type=float, nargs="+", default=[1.0, 3.0, 8.0])
     p.add_argument("--pick", default="{}", help="JSON: the tuned lr, epochs, lr_schedule")
     p.add_argument("--round", type=int, default=1, choices=sorted(ROUNDS))
+    p.add_argument("--image-size", type=int, default=SIZE)
+    p.add_argument("--c", type=float, nargs="+", default=[0.01, 0.1, 1.0], help="non-private C")
+    p.add_argument("--dest", default="docs/results/cifar10_backbone.json", help="collect: JSON")
     a = p.parse_args()
+    global BASE
+    BASE = replace(BASE, image_size=a.image_size)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.phase == "tune":
@@ -161,9 +171,9 @@ def main() -> None:
     elif a.phase == "final":
         final(out, a.mode, a.seeds, a.epsilon, json.loads(a.pick))
     elif a.phase == "nonprivate":
-        nonprivate(out)
+        nonprivate(out, a.c)
     else:
-        collect(out, Path("docs/results/cifar10_backbone.json"))
+        collect(out, Path(a.dest))
 
 
 if __name__ == "__main__":
