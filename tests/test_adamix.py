@@ -9,7 +9,9 @@ import torch
 from dpal.models.registry import build_model
 from dpal.training.adamix import (
     MixState,
+    _clipped_projected_sum,
     adamix_gradient,
+    initial_basis,
     noiseless_projected_sum,
     public_subspace,
     signal_to_noise,
@@ -244,3 +246,25 @@ def test_the_gram_subspace_spans_the_top_singular_vectors():
     assert torch.allclose(basis @ basis.T, top @ top.T, atol=1e-4)  # the same subspace
     low_rank = torch.randn(30, 3) @ torch.randn(3, 500)  # rank 3 < 8: no directions of noise
     assert public_subspace(low_rank, 8).shape == (500, 3)
+
+
+def test_an_initial_subspace_stays_fixed_as_the_weights_move(setup):
+    model, x, y, px, py = setup
+    basis = initial_basis(model, px, py, rank=6)  # at the run's start, public data only
+    with torch.no_grad():  # the run moved the weights
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    kw = dict(rank=6, clip=1.0, clip_quantile=0.5, mix="inverse-variance", noise_multiplier=1.0,
+              expected_batch_size=12.0)  # fmt: skip
+    fixed = adamix_gradient(model, x, y, px, py, generator=torch.Generator().manual_seed(0),
+                            fixed_basis=basis, **kw)  # fmt: skip
+    moving = adamix_gradient(model, x, y, px, py, generator=torch.Generator().manual_seed(0), **kw)
+    f, m = (torch.cat([g.flatten() for g in s.gradient.values()]) for s in (fixed, moving))
+    assert float((f - basis @ (basis.T @ f)).norm()) < 1e-4 * float(f.norm())  # initial span
+    assert float((m - basis @ (basis.T @ m)).norm()) > 0.05 * float(m.norm())  # this step's left it
+    # the sensitivity is still the clip bound on neighbouring batches
+    for clip in (1e-3, 1.0):
+        gap = _clipped_projected_sum(model, x, y, basis, clip) - _clipped_projected_sum(
+            model, x[1:], y[1:], basis, clip
+        )
+        assert float(gap.norm()) <= clip * (1 + 1e-5)

@@ -34,7 +34,8 @@ def _probe(tmp_path, **kw) -> TrainConfig:
 
 
 def test_every_arm_runs_on_a_linear_head_over_frozen_features(task, tmp_path):
-    arms = ("public-only", "adamix")  # the rest: test_adamix_run; DP-SGD on features: backbones
+    # the rest: test_adamix_run; DP-SGD on features: backbones
+    arms = ("public-only", "adamix", "adamix-initial-subspace")
     config = AdamixConfig(dataset="bands", public_per_class=3, epsilons=(8.0,), arms=arms,
                           fewshot=FinetuneConfig(epochs=20, batch_size=12, lr=0.05),
                           train=_probe(tmp_path), projection_rank=4)  # fmt: skip
@@ -51,6 +52,10 @@ def test_every_arm_runs_on_a_linear_head_over_frozen_features(task, tmp_path):
     assert cell["resolved"]["fewshot"]["augment"] == "none"
     run = tmp_path / "out" / "seed0" / "adamix-eps8.0" / "run"
     assert [e.kind for e in Ledger(run / "ledger.json").entries] == ["dpsgd", "dpsgd"]
+    fixed = tmp_path / "out" / "seed0" / "adamix-initial-subspace-eps8.0" / "run"
+    assert [e.kind for e in Ledger(fixed / "ledger.json").entries] == ["dpsgd", "dpsgd"]
+    config_used = json.loads((fixed / "run.json").read_text())["config"]
+    assert config_used["projection_subspace"] == "initial"
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").open()]
     assert all(m["adamix_clip"] > 0 for m in metrics)  # public gradients of the head on features
     assert json.loads((run / "run.json").read_text())["config"]["finetune"] == "linear-probe"

@@ -9,7 +9,7 @@ import torch
 
 from dpal.core.errors import DpalError
 from dpal.data.tasks import Task
-from dpal.methods.adamix.runner import ARMS, AdamixConfig, fewshot_split, run_adamix
+from dpal.methods.adamix.runner import DEFAULT_ARMS, AdamixConfig, fewshot_split, run_adamix
 from dpal.privacy.ledger import Ledger
 from dpal.training.checkpoint import list_checkpoints, load_checkpoint
 from dpal.training.config import TrainConfig
@@ -49,7 +49,7 @@ def test_every_arm_runs_and_the_table_reports_error_increase(tmp_path, task):
         projection_rank=4,
     )
     rows = run_adamix(config, tmp_path, task=task, progress=False)
-    assert [r["arm"] for r in rows] == [*ARMS, "snr"]
+    assert [r["arm"] for r in rows] == [*DEFAULT_ARMS, "snr"]
     for r in rows:
         if r["arm"] not in ("public-only", "non-private", "snr"):
             assert r["epsilon"] <= 4.0 + 1e-6

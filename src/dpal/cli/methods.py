@@ -131,7 +131,11 @@ def register(sub: Any) -> None:
         help="D_pub: per-class random picks (the paper's), or bought with DiversePublic on the "
         "backbone's embeddings of the public pool",
     )
-    p.add_argument("--arms", nargs="+", help="a subset of the arms (default: all)")
+    p.add_argument(
+        "--arms",
+        nargs="+",
+        help="arms to run (default: all but adamix-initial-subspace, beyond the paper)",
+    )
     p.add_argument("--out")
     add_data_dir(p)
     add_deterministic_noise(p)

@@ -4,7 +4,9 @@ Computer Vision"): DP-SGD that leans on a small labelled *public* set at every s
 At parameters θ (released by the previous steps), with public examples P and a Poisson batch B:
 
 1. **Subspace.** U = the top-k right singular vectors of the public per-example gradient matrix
-   G_P (|P| × d) at θ; U is d × k with orthonormal columns.
+   G_P (|P| × d) at θ; U is d × k with orthonormal columns. (Or, ``fixed_basis``: U computed
+   once at the run's starting weights θ₀ and kept — on a linear head the per-step U collapses
+   as the run fits the public set, docs/RESULTS.md; θ₀ is public too, so nothing below changes.)
 2. **Adaptive clip.** C = the ``clip_quantile`` quantile of the public projected gradient norms
    ‖Uᵀ∇ℓ_j(θ)‖, j ∈ P (or the fixed clip bound C₀ = ``clip`` when no quantile is given).
 3. **Private step.** s = Σ_{i∈B} clip_C(Uᵀ∇ℓ_i(θ)) + N(0, σ²C²·I_k), then ĝ = (C₀/C)·s/(q·N).
@@ -175,17 +177,21 @@ def adamix_gradient(
     generator: TorchNoise,
     mix_state: MixState | None = None,
     copies: int = 1,
+    fixed_basis: torch.Tensor | None = None,
 ) -> AdamixStep:
     """The released AdaMix gradient of the module docstring for one Poisson batch ``x, y``.
 
-    ``rank`` 0: no projection (clip and noise in all d coordinates). ``mix``: a weight in
+    ``rank`` 0: no projection (clip and noise in all d coordinates). ``fixed_basis``: a d × k
+    basis from public data (:func:`initial_basis`) used instead of this step's. ``mix``: a weight in
     [0, 1], or ``"inverse-variance"`` (then ``mix_state`` carries T and b̂² across steps; when
     None, a one-step run). ``copies``: augmented versions per example in ``x``, averaged before
     the clip (:func:`_clipped_projected_sum`), so the sensitivity stays C.
     """
     pub = _per_example(model, public_x, public_y)
     g_pub = _flat(pub)  # |P| × d, public: free
-    basis = public_subspace(g_pub, rank) if rank > 0 else None
+    basis = fixed_basis
+    if basis is None and rank > 0:
+        basis = public_subspace(g_pub, rank)
     proj_pub = g_pub @ basis if basis is not None else g_pub
     c = float(torch.quantile(proj_pub.norm(dim=1), clip_quantile)) if clip_quantile else clip
     c = max(c, 1e-8)
@@ -218,6 +224,14 @@ def adamix_gradient(
     if basis is not None:
         combined = basis @ combined
     return AdamixStep(_unflat(combined, pub), c, weight, dim if basis is not None else 0)
+
+
+def initial_basis(
+    model: nn.Module, public_x: torch.Tensor, public_y: torch.Tensor, rank: int
+) -> torch.Tensor:
+    """U at the weights ``model`` holds now, from public data only (free): the basis of a run
+    whose subspace is fixed at its start (``TrainConfig.projection_subspace="initial"``)."""
+    return _public_basis(model, public_x, public_y, rank).detach()
 
 
 def noiseless_projected_sum(

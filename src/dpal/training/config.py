@@ -13,6 +13,7 @@ from dpal.privacy.accounting import check_delta, check_epsilon
 from dpal.training.augment import AUGMENTATIONS
 
 LR_SCHEDULES = ("constant", "cosine")
+PROJECTION_SUBSPACES = ("every-step", "initial")
 # Below this σ the PLD accountant's privacy-loss grid explodes (measured: σ = 0.1 takes 18 s for
 # 20 steps at q = 0.1 and gives ε ≈ 466; σ = 1e-6 asks for 35 PiB). No DP run uses it.
 MIN_NOISE_MULTIPLIER = 0.1
@@ -81,6 +82,10 @@ class TrainConfig:
     clip_quantile: float | None = None
     public_mix: float | str = 0.0
     public_batch: int = 256
+    # "every-step": U from the public gradients at the current weights (the paper); "initial":
+    # once, at the weights the run starts from (public too), so fitting the public set during
+    # the run cannot collapse it (docs/RESULTS.md, AdaMix on a pretrained backbone).
+    projection_subspace: str = "every-step"
     # Non-private runs only: clip each example's gradient at ``clip`` and add no noise — DP-SGD's
     # update rule without its noise, so the learning rate tuned for DP-SGD serves the
     # non-private baseline too (plain SGD at a DP learning rate of 2–4 diverges or stalls).
@@ -121,6 +126,13 @@ class TrainConfig:
             )
         if self.projection_rank < 0 or self.public_batch < 2:
             raise DpalError("--projection-rank must be ≥ 0 and --public-batch ≥ 2.")
+        if self.projection_subspace not in PROJECTION_SUBSPACES:
+            raise DpalError(
+                f"projection_subspace must be one of {PROJECTION_SUBSPACES}, got "
+                f"{self.projection_subspace!r}."
+            )
+        if self.projection_subspace == "initial" and not self.projection_rank:
+            raise DpalError('projection_subspace="initial" needs --projection-rank ≥ 1.')
         if self.clip_quantile is not None and not 0 < self.clip_quantile <= 1:
             raise DpalError(f"--clip-quantile must be in (0, 1], got {self.clip_quantile}.")
         if self.public_mix != "inverse-variance" and not (

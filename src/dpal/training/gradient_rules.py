@@ -25,7 +25,7 @@ from dpal.core.errors import DpalError
 from dpal.data.arrays import ImageArrays, load_npz
 from dpal.data.tasks import Task
 from dpal.privacy.noise_source import TorchNoise
-from dpal.training.adamix import MixState, adamix_gradient
+from dpal.training.adamix import MixState, adamix_gradient, initial_basis
 from dpal.training.config import TrainConfig
 from dpal.training.distributed import Group
 from dpal.training.dpsgd import Params, private_gradient
@@ -99,11 +99,20 @@ class AdamixGradient(NonprivateGradient):
         expected_batch_size: float,
         generator: TorchNoise,
         total_steps: int,
+        start_model: nn.Module | None = None,
     ) -> None:
         self.config, self.public, self.sigma = config, public, noise_multiplier
         self.expected_batch_size, self.generator = expected_batch_size, generator
         self.mix_state = MixState(horizon=total_steps)  # b̂² across steps, T for the mix
         self.trace: list[tuple[float, float]] = []
+        self.basis: torch.Tensor | None = None
+        if config.projection_subspace == "initial":  # U at the run's start: public, free
+            if start_model is None:
+                raise ValueError('projection_subspace="initial" needs the run\'s start_model')
+            px, py = public
+            device = next(start_model.parameters()).device
+            self.basis = initial_basis(start_model, px.to(device), py.to(device),
+                                       config.projection_rank)  # fmt: skip
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int) -> Params:
         cfg = self.config
@@ -127,6 +136,7 @@ class AdamixGradient(NonprivateGradient):
             generator=self.generator,
             mix_state=self.mix_state,
             copies=cfg.augment_copies,
+            fixed_basis=self.basis,
         )
         self.trace.append((result.clip, result.mix))
         return result.gradient
@@ -152,11 +162,13 @@ def gradient_rule(
     total_steps: int,
     inputs: Callable[[ImageArrays], torch.Tensor] | None = None,
     group: Group | None = None,
+    start_model: nn.Module | None = None,
 ) -> NonprivateGradient:
     """The rule ``config`` asks for (module docstring). ``inputs``: the network's map from
     images to its inputs (``Network.inputs``: cached backbone features for a frozen mode), applied
     to AdaMix's public images as to the private ones. ``group``: the torchrun processes, which
-    run DP-SGD only (``dpal.training.distributed``)."""
+    run DP-SGD only (``dpal.training.distributed``). ``start_model``: the weights the run started
+    from (also when it resumes), for AdaMix's ``projection_subspace="initial"``."""
     if (
         group is not None
         and group.world_size > 1
@@ -176,7 +188,7 @@ def gradient_rule(
     if public is not None:
         return AdamixGradient(config, public, noise_multiplier=noise_multiplier,
                               expected_batch_size=expected_batch_size, generator=generator,
-                              total_steps=total_steps)  # fmt: skip
+                              total_steps=total_steps, start_model=start_model)  # fmt: skip
     return DpsgdGradient(config, noise_multiplier=noise_multiplier,
                          expected_batch_size=expected_batch_size, generator=generator,
                          group=group)  # fmt: skip

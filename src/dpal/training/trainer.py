@@ -14,6 +14,7 @@ The noise generator is seeded from OS entropy unless ``deterministic_noise``
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 from dataclasses import dataclass, replace
@@ -155,9 +156,13 @@ def train(
         sigma, q = 0.0, 1.0
         per_epoch = math.ceil(n / config.batch_size)
     total_steps = config.epochs * per_epoch
+    start = model  # the weights the run starts from; a resumed run loads its own below
+    if rstate is not None and config.init is not None and config.projection_subspace == "initial":
+        start = copy.deepcopy(model)
+        load_public_init(start, config.init, config.model)
     rule = gradient_rule(config, task, noise_multiplier=sigma, expected_batch_size=q * n,
                          generator=noise_gen, total_steps=total_steps,
-                         inputs=net.inputs, group=group)  # fmt: skip
+                         inputs=net.inputs, group=group, start_model=start)  # fmt: skip
 
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
     ema = Ema(model, config.ema)

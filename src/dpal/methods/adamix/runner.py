@@ -11,6 +11,8 @@ set that is then *not* private); a model trained on D_pub alone to convergence (
   one ingredient;
 - ``adamix``: projection onto the public top-k gradient subspace, clip bound from public norms,
   inverse-variance mixing with the public gradient (:mod:`dpal.training.adamix`);
+- ``adamix-initial-subspace`` (beyond the paper; only when ``arms`` names it): AdaMix with the
+  subspace computed once, at the few-shot model, instead of at every step;
 
 and the non-private upper bound (D_priv ∪ D_pub, same network, epochs and learning rate,
 clipped but noiseless: ``TrainConfig.nonprivate_clip``). The paper's metric is
@@ -42,7 +44,7 @@ from dpal.methods.adamix.fewshot import (
     fewshot_split,
     train_fewshot,
 )
-from dpal.methods.adamix.tables import ARMS, DP_ARMS, adamix_table, plot_adamix
+from dpal.methods.adamix.tables import ARMS, DEFAULT_ARMS, DP_ARMS, adamix_table, plot_adamix
 from dpal.models.public_init import save_public_init
 from dpal.runs.cells import Cell, run_cells
 from dpal.training.config import TrainConfig
@@ -60,7 +62,7 @@ class AdamixConfig:
     # Seeds first_seed … first_seed + seeds − 1: two processes can share one --out folder (one
     # seed each); a later run over all the seeds finds every cell done and writes the table.
     first_seed: int = 0
-    arms: tuple[str, ...] = ARMS
+    arms: tuple[str, ...] = DEFAULT_ARMS
     fewshot: FinetuneConfig = field(
         default_factory=lambda: FinetuneConfig(epochs=100, batch_size=32, lr=0.05)
     )
@@ -214,6 +216,8 @@ def _arm_config(
         adamix["clip_quantile"] = None
     elif arm == "adamix-no-mixing":
         adamix["public_mix"] = 0.0
+    elif arm == "adamix-initial-subspace":
+        adamix["projection_subspace"] = "initial"
     return replace(tc, **adamix)  # type: ignore[arg-type]
 
 
