@@ -174,6 +174,9 @@ def rows_for(model: nn.Module, x: torch.Tensor, y: torch.Tensor, b: int, opacus:
         return step
 
     for engine in ENGINES:
+        if engine == "layers" and not layer_grads.supports(model):
+            print("  dpal layers: not for this model (a trainable parameter outside Linear/Conv2d)")
+            continue
         rows[f"dpal {engine}"] = dpal(engine, noise)
     if secure:
         from dpal.privacy.secure_noise import SecureNoise

@@ -245,3 +245,15 @@ def test_formed_and_ghost_conv_paths_with_copies_equal_the_per_example_loop():
     assert set(got) == set(want)
     for n in want:
         torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-6)
+
+
+def test_the_layer_engine_refuses_a_parameter_it_does_not_cover():
+    # GroupNorm's affine weights are neither Linear nor Conv2d: 'layers' would leave them out
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.Flatten(), nn.Linear(4 * 26 * 26, 3)
+    )
+    x, y = torch.randn(5, 1, 28, 28), torch.randint(0, 3, (5,))
+    with pytest.raises(ValueError, match=r"engine='auto' or 'torch\.func'"):
+        clipped_sum_of(model, x, y, 1.0, engine="layers")
+    summed, _ = clipped_sum_of(model, x, y, 1.0, engine="auto")  # falls back to torch.func
+    assert set(summed) == {name for name, _ in model.named_parameters()}

@@ -21,13 +21,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from dpal.data.arrays import ImageArrays
 from dpal.data.tasks import Task
 from dpal.privacy.ledger import Ledger
 from dpal.training.checkpoint import checkpoint_path, save_checkpoint
 from dpal.training.config import TrainConfig
 from dpal.training.evaluate import accuracy, holdout_accuracy
 from dpal.training.lineage import SNAPSHOT_KEY, snapshot
-from dpal.training.network import Network
+from dpal.training.network import Network, image_inputs
 
 VALIDATION_KEY = "validation_accuracy_nonprivate"  # metrics.jsonl; never in a release
 
@@ -49,10 +50,14 @@ class EpochWriter:
     started: float = field(default_factory=time.perf_counter)
 
     @cached_property
-    def test(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The test set as the network's inputs, computed once (cached backbone features)."""
+    def test(self) -> ImageArrays | tuple[torch.Tensor, torch.Tensor] | None:
+        """The test set as the network's inputs, computed once (cached backbone features), or
+        the images themselves for a network that takes images (turned into tensors chunk by
+        chunk at every evaluation: ``evaluate.accuracy``)."""
         t = self.task.test
-        return (self.net.inputs(t), torch.from_numpy(t.y)) if t is not None else None
+        if t is None or self.net.inputs is image_inputs:
+            return t
+        return self.net.inputs(t), torch.from_numpy(t.y)
 
     def write(
         self,

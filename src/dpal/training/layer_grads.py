@@ -1,8 +1,9 @@
 """Clipped sum of per-example gradients from layer inputs and output gradients (no vmap).
 
 Why this exists beside ``torch.func``: on the small CNNs of this project, on CPU, ``vmap(grad)``
-runs DP-SGD at about 0.4× the speed of plain PyTorch training, this engine at about 0.7×
-(``benchmarks/dpsgd_throughput.py``): ``vmap`` recomputes the backward pass per example, while
+runs DP-SGD at 0.36–0.55× the speed of plain PyTorch training, this engine at 0.71–0.84×
+(MNIST CNN and ``cnn-gn``, batch 256 and 1,024: ``benchmarks/dpsgd_throughput.py``): ``vmap``
+recomputes the backward pass per example, while
 the gradient of a ``Linear`` or ``Conv2d`` weight for example i only needs two tensors that one
 ordinary batched forward and backward already hold: the layer's input and the gradient of the
 summed per-example loss with respect to the layer's output (example i's loss depends only on
