@@ -209,6 +209,7 @@ def test_layers_engine_names_the_gradients_of_a_bare_linear_model():
         nn.Conv2d(2, 4, 3, padding=(1, 2), dilation=(1, 2)),
         nn.Conv2d(2, 4, 3, stride=2, padding=(1, 2), dilation=(1, 2)),
         nn.Conv2d(4, 6, 2, stride=2),
+        nn.Conv2d(4, 6, 1),
     ],
 )
 def test_patch_gram_equals_the_gram_of_unfolded_patches(conv, copies):
@@ -257,3 +258,18 @@ def test_the_layer_engine_refuses_a_parameter_it_does_not_cover():
         clipped_sum_of(model, x, y, 1.0, engine="layers")
     summed, _ = clipped_sum_of(model, x, y, 1.0, engine="auto")  # falls back to torch.func
     assert set(summed) == {name for name, _ in model.named_parameters()}
+
+
+def test_a_pointwise_convolution_takes_the_ghost_path_and_equals_the_loop():
+    """1×1 convolutions (MBConv, bottlenecks) at few positions: ghost norm, not formed ∇W_i."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(16, 64, 1), nn.Tanh(), nn.Flatten(), nn.Linear(64 * 16, 5))
+    x, y = torch.randn(6, 16, 4, 4), torch.randint(0, 5, (6,))
+    d = torch.zeros(6, 64, 4, 4)
+    assert conv_grads.uses_ghost_norm(model[0], x, d, 6)  # T² = 256 < o·k = 1,024, P = T
+    got, norms = clipped_sum_of(model, x, y, 0.2, engine="layers")
+    per_example = per_example_gradients(model, x, y)
+    want, want_norms = clipped_sum(per_example, 0.2)
+    torch.testing.assert_close(norms, want_norms, rtol=1e-4, atol=1e-6)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-6)

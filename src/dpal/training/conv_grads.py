@@ -57,16 +57,18 @@ def patch_gram(m: nn.Conv2d, a: torch.Tensor, b: int) -> torch.Tensor:
 
 
 def uses_ghost_norm(m: nn.Conv2d, a: torch.Tensor, d: torch.Tensor, b: int) -> bool:
-    """T² < o·k (T with the copies folded in), and P < T·√(kh·kw) (P padded input pixels),
-    where the Gram of the pixels (:func:`patch_gram`) costs less than the T×T Gram of the
+    """T² < o·k (T with the copies folded in), and P ≤ T·√(kh·kw) (P padded input pixels),
+    where the Gram of the pixels (:func:`patch_gram`) costs no more than the T×T Gram of the
     patches — when it does not (the MNIST CNN's stride-2 4×4 convolution), forming ∇W_i is the
-    faster way (2.5× there)."""
+    faster way (2.5× there). A 1×1 convolution of stride 1 is the equal case (P = T): its pixel
+    Gram *is* the patch Gram, and forming its ∇W_i (o·k per example: 409,600 for
+    EfficientNet-Lite0's 320 → 1,280 head convolution) made a last-blocks step 4× slower."""
     o, k = m.weight.shape[0], m.weight[0].numel()
     (ph, pw), (kh, kw) = _numeric_padding(m), m.kernel_size
     t = d[0, 0].numel()
     pixels = (a.shape[2] + 2 * ph) * (a.shape[3] + 2 * pw)
     folded = len(d) // b * t
-    return m.groups == 1 and folded * folded < o * k and pixels**2 < t * t * kh * kw
+    return m.groups == 1 and folded * folded < o * k and pixels**2 <= t * t * kh * kw
 
 
 def clipped_weight_sum(m: nn.Conv2d, a: torch.Tensor, d: torch.Tensor,
