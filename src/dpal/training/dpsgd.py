@@ -89,12 +89,13 @@ def clipped_sum_of(
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if engine == "layers" and not layer_grads.supports(model):  # it would skip those parameters
+    by_layers = engine != "torch.func" and layer_grads.supports(model)
+    if engine == "layers" and not by_layers:  # it would skip the parameters it does not cover
         raise ValueError(
             "engine='layers' covers models whose trainable parameters are all in Linear or Conv2d "
             "layers (and no BatchNorm); this one has others: use engine='auto' or 'torch.func'."
         )
-    if engine != "torch.func" and layer_grads.supports(model):
+    if by_layers:
         return layer_grads.clipped_sum(model, x, y, max_grad_norm, copies=copies)
     chunk = copies * examples_per_chunk(model)
     if len(x) > chunk:  # exact: each example is clipped alone, so the clipped sums add up

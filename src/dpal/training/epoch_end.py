@@ -26,9 +26,9 @@ from dpal.data.tasks import Task
 from dpal.privacy.ledger import Ledger
 from dpal.training.checkpoint import checkpoint_path, save_checkpoint
 from dpal.training.config import TrainConfig
-from dpal.training.evaluate import accuracy, holdout_accuracy
+from dpal.training.evaluate import accuracy, evaluation_data, holdout_accuracy
 from dpal.training.lineage import SNAPSHOT_KEY, snapshot
-from dpal.training.network import Network, image_inputs
+from dpal.training.network import Network
 
 VALIDATION_KEY = "validation_accuracy_nonprivate"  # metrics.jsonl; never in a release
 
@@ -51,13 +51,9 @@ class EpochWriter:
 
     @cached_property
     def test(self) -> ImageArrays | tuple[torch.Tensor, torch.Tensor] | None:
-        """The test set as the network's inputs, computed once (cached backbone features), or
-        the images themselves for a network that takes images (turned into tensors chunk by
-        chunk at every evaluation: ``evaluate.accuracy``)."""
+        """The test set as :func:`evaluate.evaluation_data` gives it, computed once."""
         t = self.task.test
-        if t is None or self.net.inputs is image_inputs:
-            return t
-        return self.net.inputs(t), torch.from_numpy(t.y)
+        return evaluation_data(t, self.net.inputs) if t is not None else None
 
     def write(
         self,

@@ -51,6 +51,17 @@ def accuracy(
     return (logits_of(model, x).argmax(1) == y).float().mean().item()
 
 
+def evaluation_data(
+    arrays: ImageArrays, inputs: Callable[[ImageArrays], torch.Tensor] | None
+) -> ImageArrays | tuple[torch.Tensor, torch.Tensor]:
+    """What :func:`accuracy` reads for ``arrays`` on a network with these ``inputs``: the images
+    themselves for a network that takes images (turned into tensors chunk by chunk there), else
+    the network's inputs for all of them at once (cached backbone features, small)."""
+    if inputs is None or inputs is image_inputs:
+        return arrays
+    return inputs(arrays), torch.from_numpy(arrays.y)
+
+
 def holdout_accuracy(
     model: nn.Module,
     task: Task,
@@ -72,6 +83,4 @@ def holdout_accuracy(
         "no noise (for tuning; not DP)",
         output="metrics.jsonl",
     )
-    v = task.validation
-    data = (inputs(v), torch.from_numpy(v.y)) if inputs not in (None, image_inputs) else v
-    return accuracy(model, data, device), entry
+    return accuracy(model, evaluation_data(task.validation, inputs), device), entry
