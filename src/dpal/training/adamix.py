@@ -66,7 +66,7 @@ class AdamixStep:
 class MixState:
     """The running estimate of the public gradient's squared bias b̂² (an exponential average
     over steps, ``decay`` per step). Post-processing state: it reads released gradients and
-    public data only. Not checkpointed: a resumed run re-estimates it within a few steps."""
+    public data only. Checkpointed with the run (``AdamixGradient.state``): a resume goes on."""
 
     decay: float = 0.9
     horizon: int = 1  # T, the run's number of steps

@@ -42,6 +42,13 @@ class NonprivateGradient:
     def epoch_summary(self) -> dict[str, float]:
         return {}
 
+    def state(self) -> dict[str, object]:
+        """What the rule carries from step to step, for a resume to continue it exactly."""
+        return {}
+
+    def load_state(self, state: dict[str, object]) -> None:
+        """Continue from :meth:`state` of an interrupted run (a resume)."""
+
 
 class DpsgdGradient(NonprivateGradient):
     """The released DP-SGD gradient (``dpsgd.private_gradient``) at σ = ``noise_multiplier``."""
@@ -106,9 +113,8 @@ class AdamixGradient(NonprivateGradient):
         self.mix_state = MixState(horizon=total_steps)  # b̂² across steps, T for the mix
         self.trace: list[tuple[float, float]] = []
         self.basis: torch.Tensor | None = None
-        if config.projection_subspace == "initial":  # U at the run's start: public, free
-            if start_model is None:
-                raise ValueError('projection_subspace="initial" needs the run\'s start_model')
+        # U at the run's start (public, free); a resumed run restores it with load_state
+        if config.projection_subspace == "initial" and start_model is not None:
             px, py = public
             device = next(start_model.parameters()).device
             self.basis = initial_basis(start_model, px.to(device), py.to(device),
@@ -116,6 +122,8 @@ class AdamixGradient(NonprivateGradient):
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int) -> Params:
         cfg = self.config
+        if cfg.projection_subspace == "initial" and self.basis is None:
+            raise ValueError('projection_subspace="initial" needs the run\'s start_model')
         px, py = self.public
         if len(px) > cfg.public_batch:  # a public subset, seeded by the step: resume-safe
             pick = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
@@ -150,6 +158,17 @@ class AdamixGradient(NonprivateGradient):
         }
         self.trace.clear()
         return out
+
+    def state(self) -> dict[str, object]:
+        # b̂² (post-processing of released gradients) and U (public): exact resume, no ε
+        return {"bias_sq": self.mix_state.bias_sq, "basis": self.basis}
+
+    def load_state(self, state: dict[str, object]) -> None:
+        bias_sq, basis = state.get("bias_sq"), state.get("basis")
+        self.mix_state.bias_sq = None if bias_sq is None else float(bias_sq)  # type: ignore[arg-type]
+        if basis is not None:
+            assert isinstance(basis, torch.Tensor)
+            self.basis = basis
 
 
 def gradient_rule(

@@ -156,8 +156,12 @@ def train(
         sigma, q = 0.0, 1.0
         per_epoch = math.ceil(n / config.batch_size)
     total_steps = config.epochs * per_epoch
-    start = model  # the weights the run starts from; a resumed run loads its own below
-    if rstate is not None and config.init is not None and config.projection_subspace == "initial":
+    # The weights the run starts from, for a subspace fixed there. A resumed run restores the
+    # rule's state (its U) below; checkpoints from before that rebuild the start from --init.
+    start: nn.Module | None = model
+    if rstate is not None and "rule" in rstate:
+        start = None
+    elif rstate is not None and config.projection_subspace == "initial" and config.init:
         start = copy.deepcopy(model)
         load_public_init(start, config.init, config.model)
     rule = gradient_rule(config, task, noise_multiplier=sigma, expected_batch_size=q * n,
@@ -171,6 +175,7 @@ def train(
         model.load_state_dict(rstate["model"])
         optimizer.load_state_dict(rstate["optimizer"])
         ema.load(rstate.get("ema"))
+        rule.load_state(rstate.get("rule", {}))
         sampler_gen.set_state(rstate["sampler_rng"])
         augment_gen.set_state(rstate["augment_rng"])
         if config.deterministic_noise:  # else: fresh OS entropy, nothing stored to restore
@@ -238,6 +243,7 @@ def train(
                 "ema": ema.state(),
                 "sampler_rng": sampler_gen.get_state(),
                 "augment_rng": augment_gen.get_state(),
+                "rule": rule.state(),
             }
             if config.deterministic_noise:  # derivable from the seed anyway; never otherwise
                 assert isinstance(noise_gen, torch.Generator)
