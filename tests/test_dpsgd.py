@@ -273,3 +273,25 @@ def test_a_pointwise_convolution_takes_the_ghost_path_and_equals_the_loop():
     torch.testing.assert_close(norms, want_norms, rtol=1e-4, atol=1e-6)
     for n in want:
         torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-6)
+
+
+class PadsInsideForward(nn.Conv2d):
+    """A "same"-padding convolution as EfficientNet ports and timm write it: ``padding=0`` on
+    the module, ``F.pad`` inside ``forward`` — the module's input is not what it multiplies."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, (1, 1, 1, 1)))
+
+
+def test_a_convolution_that_pads_inside_forward_takes_the_engine_for_any_module():
+    # Regression: the layer engine hooked such a layer's unpadded input and failed (the
+    # depthwise 3×3 convolutions of efficientnet-lite0's last blocks); it must not be used.
+    torch.manual_seed(2)
+    model = nn.Sequential(PadsInsideForward(3, 4, 3, groups=1), nn.Tanh(), nn.Flatten(),
+                          nn.Linear(4 * 4 * 4, 3))  # fmt: skip
+    assert not layer_grads.supports(model)
+    x, y = torch.randn(6, 3, 4, 4), torch.randint(0, 3, (6,))
+    got, _ = clipped_sum_of(model, x, y, 0.05, engine="auto")
+    want, _ = slow_clipped_sum(model, x, y, 0.05)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-6)

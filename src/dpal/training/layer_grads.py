@@ -51,13 +51,21 @@ def clip_factors(norms: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
 
 def supports(model: nn.Module) -> bool:
     """True when every trainable parameter belongs to a Linear or Conv2d layer with zero
-    padding given as numbers."""
+    padding given as numbers, whose ``forward`` is PyTorch's own.
+
+    Why the ``forward`` check: the engine reads a layer's input from a forward hook, which sees
+    what the *module* receives. A subclass that transforms it before the product — the "same"
+    padding convolutions of EfficientNet ports and timm (``F.pad`` or a padding child inside
+    ``forward``, ``padding=0`` on the module) — multiplies a different tensor, so the hooked
+    input is not the layer's; such models take the ``torch.func`` engine, which handles any
+    module."""
     covered: set[int] = set()
     for m in model.modules():
         if isinstance(m, _BATCH_MIXING):
             return False
-        if isinstance(m, nn.Linear) or (
+        if (isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward) or (
             isinstance(m, nn.Conv2d)
+            and type(m).forward is nn.Conv2d.forward
             and m.padding_mode == "zeros"
             and not isinstance(m.padding, str)
         ):
