@@ -104,3 +104,26 @@ def test_the_command_line_runs_adamix_on_a_backbone(task, tmp_path, monkeypatch,
     rows = json.loads((tmp_path / "cli" / "results.json").read_text())
     assert {r["arm"] for r in rows} == {"public-only", "adamix", "snr"}
     assert "| adamix | 8 |" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # backpropagates through EfficientNet's last block: ~100 s on 2 cores
+def test_adamix_trains_the_last_blocks_and_head_the_second_setting(task, tmp_path):
+    train = TrainConfig(model="efficientnet-lite0", finetune="last-blocks", image_size=32,
+                        epochs=1, batch_size=40, lr=0.5, ema=0.0, epsilon=8.0, delta=1e-3,
+                        feature_cache=str(tmp_path / "cache"))  # fmt: skip
+    config = AdamixConfig(dataset="bands", public_per_class=3, epsilons=(8.0,),
+                          arms=("public-only", "dp-finetune", "adamix"), projection_rank=4,
+                          fewshot=FinetuneConfig(epochs=5, batch_size=12, lr=0.05),
+                          train=train)  # fmt: skip
+    rows = run_adamix(config, tmp_path / "out", task=task, progress=False)
+    assert [r["arm"] for r in rows] == ["public-only", "dp-finetune", "adamix", "snr"]
+    # the few-shot model, and so every DP arm's start, is the last block + feature conv + head
+    state = torch.load(tmp_path / "out" / "seed0" / "fewshot.pt", weights_only=True)["state"]
+    assert any(k.startswith("0.blocks.") for k in state) and state["1.weight"].shape == (4, 1280)
+    run = tmp_path / "out" / "seed0" / "adamix-eps8.0" / "run"
+    assert [(e.kind, e.status) for e in Ledger(run / "ledger.json").entries] == [("dpsgd", "done")]
+    assert json.loads((run / "run.json").read_text())["config"]["finetune"] == "last-blocks"
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    assert all(m["adamix_clip"] > 0 for m in metrics)
+    snr = rows[-1]
+    assert 0 < snr["captured"] <= 1 and snr["snr_projected"] > snr["snr_full"]
