@@ -49,7 +49,7 @@ from torch import nn
 
 from dpal.privacy.noise_source import TorchNoise, randn
 from dpal.training import layer_grads
-from dpal.training.dpsgd import Params, per_example_gradients
+from dpal.training.dpsgd import Params, examples_per_chunk, per_example_gradients
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,11 @@ def _clipped_projected_sum(
             return torch.cat([g.flatten() for g in summed.values()])
         projected = layer_grads.projected(model, x, y, basis, copies=copies)
         return (layer_grads.clip_factors(projected.norm(dim=1), clip)[:, None] * projected).sum(0)
+    chunk = copies * examples_per_chunk(model)
+    if len(x) > chunk:  # bounded memory, exact: each example is clipped alone, so the sums add up
+        parts = [_clipped_projected_sum(model, x[i : i + chunk], y[i : i + chunk], basis, clip,
+                                        copies) for i in range(0, len(x), chunk)]  # fmt: skip
+        return torch.stack(parts).sum(0)
     per_example = _flat(per_example_gradients(model, x, y))
     if copies > 1:
         per_example = per_example.reshape(-1, copies, per_example.shape[1]).mean(1)
