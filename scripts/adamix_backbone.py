@@ -17,6 +17,12 @@ both datasets and every shot count (nothing here is tuned on a test set).
     python scripts/adamix_backbone.py run --dataset cifar10-offline --shots 1 10 \\
         --selection diverse-public --arms public-only dp-finetune adamix non-private
     python scripts/adamix_backbone.py collect --json docs/results/adamix_backbone.json
+
+The second setting (the last MBConv block, head conv and head trained; issue #14) is collected
+from its own folder (its runs are single `dpal adamix run` commands, listed in docs/RESULTS.md):
+
+    python scripts/adamix_backbone.py collect --finetune last-blocks \\
+        --json docs/results/adamix_lastblocks.json
 """
 
 from __future__ import annotations
@@ -30,6 +36,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path("runs/adamix-backbone")
+# the second setting's recipe differs (lr 1 chosen on a held-out split, 2 epochs): its own folder
+ROOTS = {"linear-probe": ROOT, "last-blocks": Path("runs/adamix-lastblocks-e2")}
+LABELS = {
+    "linear-probe": "efficientnet-lite0 linear head",
+    "last-blocks": "efficientnet-lite0 last blocks + head",
+}
 SIZE = {"cifar10-offline": 160, "mnist-offline": 96}
 RECIPE = ["--batch-size", "4096", "--lr", "4", "--epochs", "10", "--ema", "0"]
 
@@ -59,14 +71,14 @@ def run(a: argparse.Namespace) -> None:
 
 def collect(a: argparse.Namespace) -> None:
     rows = []
-    for folder in sorted(p for p in ROOT.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in ROOTS[a.finetune].iterdir() if p.is_dir()):
         dataset, rest = folder.name.split("-k", 1)
         shots, selection = rest.split("-", 1)
         # finished cells only (a setting still running contributes what it has)
         cells = [json.loads(c.read_text())["row"] for c in sorted(folder.glob("seed*/*/cell.json"))]
         np_err = {r["seed"]: 1 - r["test_accuracy"] for r in cells if r["arm"] == "non-private"}
         for r in cells:
-            row = {"dataset": dataset, "model": "efficientnet-lite0 linear head",
+            row = {"dataset": dataset, "model": LABELS[a.finetune],
                    "image_size": SIZE[dataset], "shots": int(shots), "fewshot_selection": selection,
                    "arm": r["arm"], "epsilon": r["epsilon_target"], "seed": r["seed"],
                    "test_accuracy": r["test_accuracy"], "epsilon_total": r["epsilon"],
@@ -124,7 +136,7 @@ def markdown(rows: list[dict]) -> str:
             sk = [r for r in snr if r["shots"] == k]
             if sk:
                 f = statistics.fmean
-                out.append(f"\nSNR at the few-shot model, {k}/class, ε = 1: "
+                out.append(f"\nSNR at the few-shot model, {k}/class, ε = {sk[0]['epsilon']:g}: "
                            f"{f(r['snr_full'] for r in sk):.3f} without projection, "
                            f"{f(r['snr_projected'] for r in sk):.2f} with it; the public top-k "
                            f"subspace holds {100 * f(r['captured'] for r in sk):.1f}% of the "
@@ -145,6 +157,7 @@ def main() -> None:
     p.set_defaults(func=run)
     p = sub.add_parser("collect")
     p.add_argument("--json", default="docs/results/adamix_backbone.json")
+    p.add_argument("--finetune", choices=sorted(ROOTS), default="linear-probe")
     p.set_defaults(func=collect)
     a = parser.parse_args()
     a.func(a)
