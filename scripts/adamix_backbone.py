@@ -21,8 +21,11 @@ both datasets and every shot count (nothing here is tuned on a test set).
 The second setting (the last MBConv block, head conv and head trained; issue #14) is collected
 from its own folder (its runs are single `dpal adamix run` commands, listed in docs/RESULTS.md):
 
-    python scripts/adamix_backbone.py collect --finetune last-blocks \\
+    python scripts/adamix_backbone.py collect --finetune last-blocks --keep-existing \\
         --json docs/results/adamix_lastblocks.json
+
+(``--keep-existing``: the 10/class cell ran in an earlier checkout whose run folders are gone; its
+rows are kept from the JSON, the new cells' rows added.)
 """
 
 from __future__ import annotations
@@ -91,6 +94,13 @@ def collect(a: argparse.Namespace) -> None:
             if "n_public" in r:
                 row.update(n_public=r["n_public"], public_classes=r.get("public_classes"))
             rows.append(row)
+    if a.keep_existing and Path(a.json).exists():
+        # cells collected earlier from run folders no longer on this machine (a new checkout)
+        # stay; a cell found again in runs/ replaces its old row
+        key = ("dataset", "shots", "fewshot_selection", "arm", "epsilon", "seed")
+        found = {tuple(r[k] for k in key) for r in rows}
+        old = json.loads(Path(a.json).read_text())
+        rows = [r for r in old if tuple(r[k] for k in key) not in found] + rows
     Path(a.json).write_text(json.dumps(rows, indent=1) + "\n")
     print(f"{len(rows)} rows → {a.json}")
     print(markdown(rows))
@@ -158,6 +168,11 @@ def main() -> None:
     p = sub.add_parser("collect")
     p.add_argument("--json", default="docs/results/adamix_backbone.json")
     p.add_argument("--finetune", choices=sorted(ROOTS), default="linear-probe")
+    p.add_argument(
+        "--keep-existing",
+        action="store_true",
+        help="keep the rows already in --json for cells not found under runs/",
+    )
     p.set_defaults(func=collect)
     a = parser.parse_args()
     a.func(a)
